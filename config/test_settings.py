@@ -1,0 +1,19 @@
+"""Test settings: the real settings with an in-memory broker and temp storage.
+
+Integration tests that need a real Redis and worker run those as separate
+processes with ``config.settings``.
+"""
+
+import tempfile
+from pathlib import Path
+
+from config.settings import *  # noqa: F403
+from config.settings import DRAMATIQ_BROKER, STORAGES
+
+DRAMATIQ_BROKER = {**DRAMATIQ_BROKER, "BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}}
+MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="mynah-test-media-"))
+STORAGES = {**STORAGES, "default": {**STORAGES["default"], "OPTIONS": {"location": MEDIA_ROOT}}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ENGINES_PRELOAD: list[str] = []
+JOB_RETRY_MIN_BACKOFF_MS = 10
+JOB_RETRY_MAX_BACKOFF_MS = 50

@@ -1,0 +1,26 @@
+"""One error type for the whole API: a stable machine-readable ``code``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    status_code = 400
+
+    def __init__(self, code: str, message: str, *, status: int | None = None, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        if status is not None:
+            self.status_code = status
+
+
+class NotFound(ApplicationError):
+    def __init__(self, message: str = "Not found.") -> None:
+        super().__init__("not_found", message, status=404)
+
+
+class Conflict(ApplicationError):
+    status_code = 409

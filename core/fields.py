@@ -1,0 +1,65 @@
+"""Strict serializer fields: JSON types must match exactly (DRF would turn
+``123`` into ``"123"`` and ``"1.5"`` into ``1.5``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+
+from rest_framework import serializers
+
+# Printable text only: tabs and newlines are fine, other control characters
+# (and lone surrogates) are not.
+_FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {"control_characters": "Control characters are not allowed."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if _FORBIDDEN_CONTROL.search(data):
+            self.fail("control_characters")
+        return super().to_internal_value(unicodedata.normalize("NFC", data))
+
+
+class StrictFloatField(serializers.FloatField):
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class MetadataField(serializers.DictField):
+    """Client metadata echoed back on the job: a small flat-ish JSON object."""
+
+    MAX_BYTES = 4096
+    MAX_KEYS = 32
+    default_error_messages = {
+        "too_large": f"Metadata must encode to at most {MAX_BYTES} bytes of JSON.",
+        "too_many_keys": f"Metadata may have at most {MAX_KEYS} keys.",
+    }
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        if len(value) > self.MAX_KEYS:
+            self.fail("too_many_keys")
+        if len(json.dumps(value, ensure_ascii=False).encode()) > self.MAX_BYTES:
+            self.fail("too_large")
+        return value
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects unknown fields, so a typo ("langauge") is an error, not a default."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")] for name in unknown}
+                )
+        return super().to_internal_value(data)

@@ -1,0 +1,133 @@
+"""``make run``: Redis, migrations, a demo key, the API and a supervised worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from core.redis_server import redis_ping, redis_server_argv, wait_for_redis
+from core.supervisor import CrashLoop, ProcessSpec, Supervisor
+
+DEMO_TENANT = "demo"
+DEMO_KEY_NAME = "make-run demo key"
+REAP_INTERVAL_S = 30.0
+
+
+class Command(BaseCommand):
+    help = "Run the whole platform locally: Redis, API (gunicorn) and a supervised Dramatiq worker."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES", "1")))
+        parser.add_argument("--worker-threads", type=int, default=int(os.environ.get("WORKER_THREADS", "2")))
+
+    def handle(self, *args, port: int, worker_processes: int, worker_threads: int, **options):
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+
+        supervisor = Supervisor(specs=[], log=self.stdout.write)
+        try:
+            self._start_redis(supervisor)
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("collectstatic", interactive=False, verbosity=0)
+            raw_key = self._demo_key()
+            self._start_app(supervisor, port, worker_processes, worker_threads)
+            self._wait_for_web(port, supervisor)
+            self._banner(port, raw_key)
+            self._supervise(supervisor, stop)
+        except CrashLoop as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            self.stdout.write("Stopping…")
+            supervisor.stop()
+            self.stdout.write("Stopped.")
+
+    def _start_redis(self, supervisor: Supervisor) -> None:
+        url = urlparse(settings.REDIS_URL)
+        host, port = url.hostname or "127.0.0.1", url.port or 6379
+        if redis_ping(host, port):
+            self.stdout.write(f"Using the Redis already running on {host}:{port}")
+            return
+        if host not in {"127.0.0.1", "localhost"}:
+            raise CommandError(f"Redis at {host}:{port} is not reachable (REDIS_URL).")
+        spec = ProcessSpec("redis", redis_server_argv(port=port, data_dir=settings.VAR_DIR / "redis"))
+        supervisor.specs.append(spec)
+        child = supervisor.spawn(spec)
+        wait_for_redis(host, port, process=child.process)
+        self.stdout.write(f"Started redis-server on {host}:{port} ({spec.argv[0]})")
+
+    def _demo_key(self) -> str:
+        from tenants.models import Tenant
+        from tenants.services import api_key_create, api_keys_revoke_named, tenant_create
+
+        tenant = Tenant.objects.filter(slug=DEMO_TENANT).first() or tenant_create(slug=DEMO_TENANT, name="Demo", actor="make-run")
+        # Keys are stored hashed and cannot be shown again: each run rotates
+        # the demo key and prints the new one once.
+        api_keys_revoke_named(tenant=tenant, name=DEMO_KEY_NAME, actor="make-run")
+        _, raw_key = api_key_create(tenant=tenant, name=DEMO_KEY_NAME, actor="make-run")
+        return raw_key
+
+    def _start_app(self, supervisor: Supervisor, port: int, processes: int, threads: int) -> None:
+        env = {"PORT": str(port), "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings")}
+        web = ProcessSpec("web", [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-c", "config/gunicorn.conf.py"], env)
+        worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}
+        worker = ProcessSpec(
+            "worker",
+            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads)],
+            worker_env,
+        )
+        for spec in (worker, web):
+            supervisor.specs.append(spec)
+            supervisor.spawn(spec)
+
+    def _wait_for_web(self, port: int, supervisor: Supervisor, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            supervisor.poll()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise CommandError(f"The API did not come up on port {port} within {timeout:.0f} s.")
+
+    def _banner(self, port: int, raw_key: str) -> None:
+        base = f"http://127.0.0.1:{port}"
+        self.stdout.write(
+            f"""
+Mynah is running at {base}   (Ctrl-C stops everything)
+
+Demo API key (shown once; a new one is issued on every `make run`):
+  {raw_key}
+
+Try it:
+  curl -s -X POST {base}/v1/tts -H 'Authorization: Bearer {raw_key}' -H 'Content-Type: application/json' -d '{{"text": "Hello from Mynah."}}'
+  curl -s {base}/v1/jobs/<id> -H 'Authorization: Bearer {raw_key}'
+  curl -s -o hello.wav {base}/v1/jobs/<id>/result -H 'Authorization: Bearer {raw_key}'
+"""
+        )
+
+    def _supervise(self, supervisor: Supervisor, stop: threading.Event) -> None:
+        from jobs.services import jobs_requeue_abandoned, jobs_resend_unsent
+
+        next_reap = time.monotonic() + REAP_INTERVAL_S
+        while not stop.wait(0.5):
+            supervisor.poll()
+            if time.monotonic() >= next_reap:
+                next_reap = time.monotonic() + REAP_INTERVAL_S
+                try:
+                    jobs_resend_unsent()
+                    jobs_requeue_abandoned()
+                except Exception as exc:  # the database may be briefly busy
+                    self.stderr.write(f"[reaper] {exc}")

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from core.responses import error_response
+
+logger = logging.getLogger(__name__)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process is up and serving."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: the database and Redis answer. 503 names what failed."""
+    failing: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # any driver error means "not ready"
+        failing["database"] = type(exc).__name__
+    try:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        failing["redis"] = type(exc).__name__
+    if failing:
+        return error_response(503, "service_unavailable", "A dependency is unavailable.", {"failing": failing})
+    return JsonResponse({"status": "ready"})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(404, "not_found", "No such endpoint.")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return error_response(500, "internal_error", "An internal error occurred; it has been logged.")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(400, "bad_request", "The request could not be understood.")

@@ -1,0 +1,19 @@
+"""Thin Dramatiq actors: take string ids, call a service."""
+
+import dramatiq
+from django.conf import settings
+
+from jobs import services
+
+
+@dramatiq.actor(
+    queue_name="tts",
+    # Attempts are counted on the Job row (services decide retry vs fail);
+    # this bounds redeliveries, including ones after database errors.
+    max_retries=settings.JOB_MAX_ATTEMPTS + 2,
+    min_backoff=settings.JOB_RETRY_MIN_BACKOFF_MS,
+    max_backoff=settings.JOB_RETRY_MAX_BACKOFF_MS,
+    time_limit=settings.JOB_TIME_LIMIT_S * 1000,
+)
+def tts_job_run(job_id: str) -> None:
+    services.job_run(job_id=job_id)

@@ -1,0 +1,15 @@
+from django.contrib import admin
+
+from jobs.models import Job
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("id", "tenant", "kind", "engine", "status", "progress", "stage", "attempts", "created_at", "finished_at")
+    list_filter = ("status", "kind", "engine", "priority", "tenant")
+    search_fields = ("id", "error_code")
+    date_hierarchy = "created_at"
+    readonly_fields = [field.name for field in Job._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs are submitted through the API

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Job(models.Model):
+    """One generation request. Status moves only by conditional UPDATEs in
+    ``jobs.services`` so that two workers can never run the same job."""
+
+    class Kind(models.TextChoices):
+        TTS = "tts", "Speech"
+        TALKING_HEAD = "talking_head", "Talking head"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELED = "canceled"
+        EXPIRED = "expired"
+
+    class Priority(models.TextChoices):
+        NORMAL = "normal"
+        HIGH = "high"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="jobs")
+    api_key = models.ForeignKey("tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    engine = models.CharField(max_length=64)
+    input = models.JSONField(default=dict)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=40, default="queued")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    result_key = models.CharField(max_length=500, blank=True)
+    result_content_type = models.CharField(max_length=100, blank=True)
+    result_duration_s = models.FloatField(null=True, blank=True)
+    result_size_bytes = models.BigIntegerField(null=True, blank=True)
+    result_expires_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)  # null: message not yet in Redis
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="job_tenant_newest"),
+            models.Index(fields=["status", "enqueued_at"], name="job_status_enqueued"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(progress__lte=100), name="job_progress_lte_100"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL

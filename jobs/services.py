@@ -1,0 +1,289 @@
+"""Job writes: submit, enqueue, claim, run, progress, finish.
+
+Every status change is a conditional UPDATE on the expected current status;
+the row count says whether this caller won. That makes redelivered messages,
+concurrent workers and cancellation safe without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from audit.services import audit_record
+from core.context import job_id_var
+from core.errors import ApplicationError
+from engines import registry
+from engines.errors import Canceled, EngineError, UnknownEngine
+from engines.tts.base import SpeechRequest, SpeechResult
+from jobs.models import Job
+from tenants.models import ApiKey, Tenant
+
+logger = logging.getLogger(__name__)
+Status = Job.Status
+
+# Share of overall progress given to the engine; the rest is storing.
+_ENGINE_PROGRESS_SHARE = 95
+
+
+class JobRetry(Exception):
+    """Raised to the actor so Dramatiq re-delivers the message with backoff."""
+
+
+@dataclass(frozen=True)
+class TtsParams:
+    text: str
+    language: str
+    engine: str
+    format: str
+    speed: float
+
+
+# --------------------------------------------------------------------- submit
+
+
+def tts_params_resolve(*, text: str, language: str | None, engine: str | None, format: str, speed: float) -> TtsParams:
+    """Pick the engine (default by language) and check it speaks the language.
+    Uses only engine metadata: no model is loaded in the web process."""
+    language = (language or "en").strip().lower()
+    if engine:
+        try:
+            engine_cls = registry.engine_class(engine)
+        except UnknownEngine:
+            raise ApplicationError(
+                "unknown_engine", f"Unknown engine '{engine}'.", details={"engines": registry.engine_names()}
+            ) from None
+    else:
+        if not any(registry.engine_class(name).supports_language(language) for name in registry.engine_names()):
+            raise ApplicationError("unsupported_language", f"No engine speaks language '{language}'.", details={"language": language})
+        engine = registry.default_engine_for(language)
+        engine_cls = registry.engine_class(engine)
+    if not engine_cls.supports_language(language):
+        raise ApplicationError(
+            "unsupported_language",
+            f"Engine '{engine}' does not speak language '{language}'.",
+            details={"engine": engine, "language": language},
+        )
+    return TtsParams(text=text, language=language, engine=engine, format=format, speed=speed)
+
+
+def job_submit_tts(
+    *, tenant: Tenant, api_key: ApiKey | None, params: TtsParams, metadata: dict[str, Any], actor: str, ip: str | None
+) -> Job:
+    with transaction.atomic():
+        job = Job.objects.create(
+            tenant=tenant,
+            api_key=api_key,
+            kind=Job.Kind.TTS,
+            engine=params.engine,
+            input={"text": params.text, "language": params.language, "format": params.format, "speed": params.speed},
+            metadata=metadata,
+        )
+        audit_record(action="job.create", actor=actor, tenant=tenant, target=job, ip=ip, metadata={"kind": job.kind, "engine": job.engine})
+        # Enqueue only once the row is visible to workers.
+        transaction.on_commit(partial(job_enqueue, job_id=job.id))
+    return job
+
+
+def job_enqueue(*, job_id: Any) -> bool:
+    """Send the job's message. If Redis is down the job stays queued with
+    ``enqueued_at`` null, and ``reap_jobs`` sends it later: nothing is lost."""
+    from jobs.actors import tts_job_run
+
+    try:
+        tts_job_run.send(str(job_id))
+    except Exception:  # redis/dramatiq connection errors of every kind
+        logger.warning("enqueue failed; reap_jobs will re-send", extra={"job_id": str(job_id)}, exc_info=True)
+        return False
+    Job.objects.filter(id=job_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now())
+    return True
+
+
+# ------------------------------------------------------------------------ run
+
+
+def job_claim(*, job_id: str) -> Job | None:
+    """Move a job to running if it is queued, or running but abandoned (its
+    worker's heartbeat stopped). Returns None when another worker has it."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S)
+    claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale_before)
+    claimed = Job.objects.filter(claimable, id=job_id).update(
+        status=Status.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=now,
+        heartbeat_at=now,
+        stage="starting",
+        progress=0,
+    )
+    return Job.objects.select_related("tenant").get(id=job_id) if claimed else None
+
+
+def job_run(*, job_id: str) -> None:
+    """Run one job to a terminal state, or hand it back for a retry."""
+    job = job_claim(job_id=job_id)
+    if job is None:
+        logger.info("job not claimable; skipping duplicate or finished message", extra={"job_id": job_id})
+        return
+    token = job_id_var.set(str(job.id))
+    try:
+        _job_execute(job)
+    finally:
+        job_id_var.reset(token)
+
+
+def _job_execute(job: Job) -> None:
+    from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="mynah-job-") as workdir, _heartbeat(job.id):
+            result = _job_synthesize(job, Path(workdir))
+            job_progress(job_id=job.id, percent=_ENGINE_PROGRESS_SHARE + 1, stage="storing")
+            _job_store_result(job, result)
+    except Canceled:
+        logger.info("job canceled while running")
+    except TimeLimitExceeded:
+        _job_fail(job, "time_limit_exceeded", f"The job exceeded its time limit of {settings.JOB_TIME_LIMIT_S} s.")
+    except EngineError as exc:
+        if exc.permanent:
+            _job_fail(job, exc.code, exc.message)
+        else:
+            _job_retry_or_fail(job, exc.code, exc.message)
+    except OSError as exc:
+        logger.warning("storage or filesystem error", exc_info=True)
+        _job_retry_or_fail(job, "storage_unavailable", f"Storing the result failed: {exc.strerror or exc}")
+    except Exception as exc:
+        logger.exception("engine raised an unexpected error")
+        _job_retry_or_fail(job, "engine_error", f"The engine failed: {type(exc).__name__}")
+
+
+def _job_synthesize(job: Job, workdir: Path) -> SpeechResult:
+    engine = registry.get_engine(job.engine)
+    request = SpeechRequest(
+        text=job.input["text"], language=job.input["language"], format=job.input["format"], speed=job.input.get("speed", 1.0)
+    )
+
+    def report(percent: int, stage: str) -> None:
+        job_progress(job_id=job.id, percent=percent * _ENGINE_PROGRESS_SHARE // 100, stage=stage)
+
+    return engine.run(request, report, workdir)
+
+
+def job_progress(*, job_id: Any, percent: int, stage: str) -> None:
+    """Record progress (and a heartbeat). Raises Canceled when the job is no
+    longer running, which stops the engine at its next progress point."""
+    updated = Job.objects.filter(id=job_id, status=Status.RUNNING).update(
+        progress=max(0, min(percent, 99)), stage=stage, heartbeat_at=timezone.now()
+    )
+    if not updated:
+        raise Canceled(str(job_id))
+
+
+def _result_key(job: Job, extension: str) -> str:
+    # Server-generated: no client-supplied text ever reaches a storage path.
+    return f"tenants/{job.tenant_id}/jobs/{job.id}/output.{extension}"
+
+
+def _job_store_result(job: Job, result: SpeechResult) -> None:
+    key = _result_key(job, result.path.suffix.lstrip("."))
+    if default_storage.exists(key):  # left over from an attempt that died after saving
+        default_storage.delete(key)
+    with result.path.open("rb") as handle:
+        stored_key = default_storage.save(key, File(handle, name=key))
+    now = timezone.now()
+    finished = Job.objects.filter(id=job.id, status=Status.RUNNING).update(
+        status=Status.SUCCEEDED,
+        progress=100,
+        stage="done",
+        finished_at=now,
+        heartbeat_at=now,
+        error_code="",
+        error_message="",
+        result_key=stored_key,
+        result_content_type=result.content_type,
+        result_duration_s=result.duration_s,
+        result_size_bytes=result.size_bytes,
+        result_expires_at=now + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS),
+    )
+    if not finished:  # canceled while storing: don't keep an orphan object
+        default_storage.delete(stored_key)
+        raise Canceled(str(job.id))
+    logger.info("job succeeded", extra={"duration_s": result.duration_s, "size_bytes": result.size_bytes})
+
+
+def _job_fail(job: Job, code: str, message: str) -> None:
+    Job.objects.filter(id=job.id, status=Status.RUNNING).update(
+        status=Status.FAILED, stage="failed", finished_at=timezone.now(), error_code=code, error_message=message[:2000]
+    )
+    logger.warning("job failed", extra={"error_code": code})
+
+
+def _job_retry_or_fail(job: Job, code: str, message: str) -> None:
+    attempts = Job.objects.filter(id=job.id).values_list("attempts", flat=True).first() or 0
+    if attempts >= settings.JOB_MAX_ATTEMPTS:
+        _job_fail(job, code, f"{message} (gave up after {attempts} attempts)")
+        return
+    requeued = Job.objects.filter(id=job.id, status=Status.RUNNING).update(
+        status=Status.QUEUED, stage="retrying", error_code=code, error_message=message[:2000]
+    )
+    if requeued:
+        logger.warning("transient failure; retrying", extra={"error_code": code, "attempt": attempts})
+        raise JobRetry(code)
+
+
+@contextmanager
+def _heartbeat(job_id: Any) -> Iterator[None]:
+    """Refresh ``heartbeat_at`` in the background while the job runs, so a job
+    whose worker died is recognizable even during a long engine call."""
+    stop = threading.Event()
+    interval = max(1.0, settings.JOB_HEARTBEAT_TIMEOUT_S / 4)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                Job.objects.filter(id=job_id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# ------------------------------------------------------------------- repair
+
+
+def jobs_resend_unsent(*, older_than_s: float = 10.0) -> int:
+    """Re-send queued jobs whose message never reached Redis."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    job_ids = list(Job.objects.filter(status=Status.QUEUED, enqueued_at__isnull=True, created_at__lt=cutoff).values_list("id", flat=True)[:1000])
+    return sum(job_enqueue(job_id=job_id) for job_id in job_ids)
+
+
+def jobs_requeue_abandoned() -> int:
+    """Send running jobs whose heartbeat stopped (dead worker) back to the queue."""
+    stale_before = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S)
+    job_ids = list(Job.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale_before).values_list("id", flat=True)[:1000])
+    for job_id in job_ids:
+        job_enqueue(job_id=job_id)  # job_claim accepts the stale running job
+    close_old_connections()
+    return len(job_ids)

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from jobs import apis
+
+app_name = "jobs"
+
+urlpatterns = [
+    path("tts", apis.TtsCreateApi.as_view(), name="tts-create"),
+    path("jobs", apis.JobListApi.as_view(), name="list"),
+    path("jobs/<str:job_id>", apis.JobDetailApi.as_view(), name="detail"),
+    path("jobs/<str:job_id>/result", apis.JobResultApi.as_view(), name="result"),
+]

@@ -1,0 +1,71 @@
+"""``Authorization: Bearer <key>`` authentication against hashed API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from tenants.models import ApiKey, Tenant
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """The authenticated principal of an API request (``request.user``)."""
+
+    tenant: Tenant
+    api_key: ApiKey
+    is_authenticated: bool = True
+
+    @property
+    def actor(self) -> str:
+        return f"api_key:{self.api_key.prefix}"
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    keyword = b"bearer"
+
+    def authenticate(self, request: Request) -> tuple[ApiClient, ApiKey] | None:
+        parts = get_authorization_header(request).split()
+        if not parts:
+            return None  # -> 401 missing_api_key from IsAuthenticated
+        if parts[0].lower() != self.keyword or len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <api key>'.")
+        try:
+            raw_key = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid API key.") from None
+        api_key = self._lookup(raw_key)
+        self._touch(api_key)
+        return ApiClient(tenant=api_key.tenant, api_key=api_key), api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'  # makes DRF answer 401, not 403
+
+    @staticmethod
+    def _lookup(raw_key: str) -> ApiKey:
+        prefix, _, secret = raw_key.partition(".")
+        if not prefix or not secret or len(raw_key) > 200:
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        # One indexed lookup by prefix, then a constant-time SHA-512 comparison.
+        api_key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+        if api_key is None or not api_key.is_valid(raw_key):
+            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+        if not api_key.tenant.is_active:
+            raise exceptions.AuthenticationFailed("This tenant is suspended.")
+        return api_key
+
+    @staticmethod
+    def _touch(api_key: ApiKey) -> None:
+        """Record last use, at most once per resolution window: a write on
+        every request would make key checks the bottleneck."""
+        now = timezone.now()
+        resolution = timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION_S)
+        if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            api_key.last_used_at = now

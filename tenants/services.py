@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+
+from audit.services import audit_record
+from core.errors import ApplicationError
+from tenants.models import ApiKey, Tenant
+
+
+@transaction.atomic
+def tenant_create(*, slug: str, name: str = "", actor: str = "system") -> Tenant:
+    if Tenant.objects.filter(slug=slug).exists():
+        raise ApplicationError("tenant_exists", f"Tenant '{slug}' already exists.", status=409)
+    tenant = Tenant(slug=slug, name=name or slug)
+    tenant.full_clean()
+    tenant.save()
+    audit_record(action="tenant.create", actor=actor, tenant=tenant, target=tenant)
+    return tenant
+
+
+@transaction.atomic
+def api_key_create(*, tenant: Tenant, name: str, expires_at: datetime | None = None, actor: str = "system") -> tuple[ApiKey, str]:
+    """Create a key and return it with its plaintext, which is never stored."""
+    api_key, raw_key = ApiKey.objects.create_key(tenant=tenant, name=name, expiry_date=expires_at)
+    audit_record(action="api_key.create", actor=actor, tenant=tenant, target=api_key, metadata={"name": name, "prefix": api_key.prefix})
+    return api_key, raw_key
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: str = "system") -> ApiKey:
+    if api_key.revoked:
+        return api_key
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
+    api_key.revoked = True
+    audit_record(action="api_key.revoke", actor=actor, tenant=api_key.tenant, target=api_key, metadata={"prefix": api_key.prefix})
+    return api_key
+
+
+def api_keys_revoke_named(*, tenant: Tenant, name: str, actor: str = "system") -> int:
+    """Revoke a tenant's active keys with this name (used to rotate the demo key)."""
+    keys = list(ApiKey.objects.filter(tenant=tenant, name=name, revoked=False))
+    for api_key in keys:
+        api_key_revoke(api_key=api_key, actor=actor)
+    return len(keys)
+
