@@ -52,9 +52,11 @@ class ApiKeyAuthentication(BaseAuthentication):
         prefix, _, secret = raw_key.partition(".")
         if not prefix or not secret or len(raw_key) > 200:
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        # One indexed lookup by prefix, then a constant-time SHA-512 comparison.
-        api_key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
-        if api_key is None or not api_key.is_valid(raw_key):
+        # One indexed lookup by prefix among unrevoked keys, then a
+        # constant-time SHA-512 comparison. The model's is_valid() checks only
+        # the hash, so expiry is checked here too.
+        api_key = ApiKey.objects.get_usable_keys().select_related("tenant").filter(prefix=prefix).first()
+        if api_key is None or api_key.has_expired or not api_key.is_valid(raw_key):
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         if not api_key.tenant.is_active:
             raise exceptions.AuthenticationFailed("This tenant is suspended.")

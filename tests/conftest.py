@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from engines import registry
+from tests.doubles import DOUBLES
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _register_engine_doubles():
+    for name, path in DOUBLES.items():
+        registry.register(name, path)
+
+
+@pytest.fixture
+def tenant(db):
+    from tenants.services import tenant_create
+
+    return tenant_create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_tenant(db):
+    from tenants.services import tenant_create
+
+    return tenant_create(slug="globex", name="Globex")
+
+
+def _client_for(tenant) -> APIClient:
+    from tenants.services import api_key_create
+
+    _, raw_key = api_key_create(tenant=tenant, name="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    client.raw_key = raw_key
+    return client
+
+
+@pytest.fixture
+def api(tenant) -> APIClient:
+    return _client_for(tenant)
+
+
+@pytest.fixture
+def other_api(other_tenant) -> APIClient:
+    return _client_for(other_tenant)
+
+
+@pytest.fixture
+def stub_broker():
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    yield broker
+    broker.flush_all()

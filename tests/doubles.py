@@ -1,0 +1,61 @@
+"""Engine test doubles for failure paths (registered by name in tests)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from engines.errors import PermanentEngineError, TransientEngineError
+from engines.tts.base import TTSEngine
+
+
+class _EnglishOnly(TTSEngine):
+    sample_rate = 16000
+    _LANGUAGES: ClassVar[frozenset[str]] = frozenset({"en"})
+
+    @classmethod
+    def languages(cls) -> frozenset[str]:
+        return cls._LANGUAGES
+
+
+class ExplodingEngine(_EnglishOnly):
+    """A buggy engine: raises an unexpected exception."""
+
+    name = "exploding"
+
+    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+        raise RuntimeError("boom")
+
+
+class RejectingEngine(_EnglishOnly):
+    name = "rejecting"
+
+    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+        raise PermanentEngineError("This text cannot be spoken.", code="text_rejected")
+
+
+class UnavailableEngine(_EnglishOnly):
+    name = "unavailable"
+
+    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+        raise TransientEngineError("Model server is down.")
+
+
+class ToneEngine(_EnglishOnly):
+    """Fast deterministic 'speech': 0.1 s of tone per word."""
+
+    name = "tone"
+
+    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+        words = max(1, len(text.split()))
+        t = np.arange(int(self.sample_rate * 0.1 * words / speed)) / self.sample_rate
+        return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+DOUBLES = {
+    "exploding": "tests.doubles:ExplodingEngine",
+    "rejecting": "tests.doubles:RejectingEngine",
+    "unavailable": "tests.doubles:UnavailableEngine",
+    "tone": "tests.doubles:ToneEngine",
+}

@@ -1,0 +1,174 @@
+"""Service and actor tests: real engines, real storage, in-memory broker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dramatiq
+import pytest
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from engines.audio.io import decode_audio
+from jobs import services
+from jobs.models import Job
+from jobs.services import JobRetry, TtsParams
+
+
+def _job(tenant, engine="espeak", text="Hello there. Testing one two three.", fmt="wav", **fields) -> Job:
+    params = TtsParams(text=text, language="en", engine=engine, format=fmt, speed=1.0)
+    job = services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None)
+    if fields:
+        Job.objects.filter(id=job.id).update(**fields)
+    return job
+
+
+def _refresh(job: Job) -> Job:
+    job.refresh_from_db()
+    return job
+
+
+def test_job_runs_to_success_and_stores_a_decodable_result(tenant):
+    job = _job(tenant, fmt="ogg")
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert (job.status, job.progress, job.stage, job.attempts) == ("succeeded", 100, "done", 1)
+    assert job.started_at <= job.finished_at
+    assert job.result_key == f"tenants/{tenant.id}/jobs/{job.id}/output.ogg"
+    assert job.result_content_type == "audio/ogg"
+    with default_storage.open(job.result_key) as handle:
+        data = handle.read()
+    assert len(data) == job.result_size_bytes
+    path = default_storage.path(job.result_key)
+    audio, rate = decode_audio(path)
+    assert abs(len(audio) / rate - job.result_duration_s) < 0.05
+    assert job.result_expires_at > timezone.now() + timedelta(days=1)
+
+
+def test_progress_is_written_at_each_stage_and_chunk(tenant, monkeypatch):
+    seen: list[tuple[int, str]] = []
+    original = services.job_progress
+
+    def spy(*, job_id, percent, stage):
+        seen.append((percent, stage))
+        original(job_id=job_id, percent=percent, stage=stage)
+
+    monkeypatch.setattr(services, "job_progress", spy)
+    text = " ".join(f"Sentence {i} of a longer text for chunking." for i in range(30))
+    job = _job(tenant, text=text)
+    services.job_run(job_id=str(job.id))
+    stages = [stage for _, stage in seen]
+    assert stages[0] == "synthesizing" and stages[-2:] == ["encoding", "storing"]
+    assert stages.count("synthesizing") >= 4  # start + one per chunk
+    assert [p for p, _ in seen] == sorted(p for p, _ in seen)
+
+
+def test_a_redelivered_message_never_runs_a_job_twice(tenant):
+    job = _job(tenant)
+    services.job_run(job_id=str(job.id))
+    first = _refresh(job)
+    services.job_run(job_id=str(job.id))  # duplicate delivery
+    again = _refresh(job)
+    assert again.attempts == 1 and again.finished_at == first.finished_at
+    # And a job running on a live worker cannot be claimed by a second one.
+    running = _job(tenant)
+    assert services.job_claim(job_id=str(running.id)) is not None
+    assert services.job_claim(job_id=str(running.id)) is None
+
+
+def test_abandoned_running_job_can_be_claimed_again(tenant, settings):
+    stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S + 5)
+    job = _job(tenant, status=Job.Status.RUNNING, attempts=1, heartbeat_at=stale)
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert job.status == "succeeded" and job.attempts == 2
+
+
+def test_permanent_engine_error_fails_at_once_with_its_code(tenant):
+    job = _job(tenant, engine="rejecting")
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert (job.status, job.error_code, job.attempts) == ("failed", "text_rejected", 1)
+    assert job.error_message == "This text cannot be spoken."
+
+
+@pytest.mark.parametrize("engine,code", [("unavailable", "engine_unavailable"), ("exploding", "engine_error")])
+def test_transient_errors_retry_then_fail_when_attempts_run_out(tenant, settings, engine, code):
+    job = _job(tenant, engine=engine)
+    for attempt in range(1, settings.JOB_MAX_ATTEMPTS):
+        with pytest.raises(JobRetry):
+            services.job_run(job_id=str(job.id))
+        job = _refresh(job)
+        assert (job.status, job.stage, job.attempts, job.error_code) == ("queued", "retrying", attempt, code)
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert (job.status, job.error_code, job.attempts) == ("failed", code, settings.JOB_MAX_ATTEMPTS)
+    assert "gave up after" in job.error_message
+
+
+def test_storage_failure_is_transient_and_never_marks_success(tenant, monkeypatch):
+    def broken_save(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(default_storage, "save", broken_save)
+    job = _job(tenant)
+    with pytest.raises(JobRetry):
+        services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert job.status == "queued" and job.error_code == "storage_unavailable" and not job.result_key
+
+
+def test_job_stops_at_next_progress_point_when_no_longer_running(tenant, monkeypatch):
+    job = _job(tenant, text=" ".join(f"Sentence {i} here." for i in range(100)))
+    original = services.job_progress
+    calls = []
+
+    def cancel_midway(*, job_id, percent, stage):
+        calls.append(stage)
+        if len(calls) == 3:
+            Job.objects.filter(id=job_id).update(status=Job.Status.CANCELED)
+        original(job_id=job_id, percent=percent, stage=stage)
+
+    monkeypatch.setattr(services, "job_progress", cancel_midway)
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert job.status == "canceled" and not job.result_key and len(calls) == 3
+
+
+def test_failed_enqueue_leaves_job_unsent_and_resend_recovers_it(tenant, stub_broker, monkeypatch):
+    from jobs.actors import tts_job_run
+
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(tts_job_run, "send", redis_down)
+    job = _job(tenant)
+    assert services.job_enqueue(job_id=job.id) is False
+    assert _refresh(job).enqueued_at is None
+    monkeypatch.undo()
+    Job.objects.filter(id=job.id).update(created_at=timezone.now() - timedelta(minutes=1))
+    assert services.jobs_resend_unsent() == 1
+    assert _refresh(job).enqueued_at is not None
+    assert stub_broker.queues["tts"].qsize() == 1
+
+
+@pytest.mark.django_db(transaction=True)  # worker threads use their own connections
+def test_worker_survives_an_engine_that_raises(tenant, stub_broker, settings):
+    """A real Dramatiq worker (in-memory broker) runs a job whose engine
+    raises, retries it, fails it, and keeps processing the next job."""
+    from jobs.actors import tts_job_run
+
+    bad = _job(tenant, engine="exploding")
+    good = _job(tenant, engine="tone")
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        tts_job_run.send(str(bad.id))
+        tts_job_run.send(str(good.id))
+        stub_broker.join("tts", timeout=30_000)
+        worker.join()
+    finally:
+        worker.stop()
+    bad, good = _refresh(bad), _refresh(good)
+    assert (bad.status, bad.error_code, bad.attempts) == ("failed", "engine_error", settings.JOB_MAX_ATTEMPTS)
+    assert good.status == "succeeded"
