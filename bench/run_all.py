@@ -1,0 +1,52 @@
+"""`make bench`: start a throwaway stack (redis, gunicorn, worker), run every
+benchmark against it and write bench/results/latest.md."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import engine_speed  # noqa: E402
+import pickup  # noqa: E402
+import submit  # noqa: E402
+from common import ms  # noqa: E402
+
+from tests.stack import Stack  # noqa: E402
+
+
+def main() -> None:
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="mynah-bench-") as workdir:
+        stack = Stack(
+            Path(workdir), web_workers=int(os.environ.get("WEB_CONCURRENCY", "2")), extra_env={"LOG_LEVEL": "WARNING"}
+        )
+        stack.start()
+        try:
+            result = pickup.run(stack.base_url, stack.api_key, 30, "espeak")
+            rows.append(("pickup p50 / p95 (idle worker)", f"{ms(result['pickup_p50_s'])} / {ms(result['pickup_p95_s'])}"))
+            rows.append(("submit -> finished p50 (espeak, short text)", ms(result["total_p50_s"])))
+            for concurrency in (1, 16):
+                result = submit.run(stack.base_url, stack.api_key, 1000, concurrency, {"text": "Benchmark sentence.", "engine": "espeak"})
+                rows.append((f"submit, {concurrency} clients: accepted/s", f"{result['accepted_per_s']:.0f}"))
+                rows.append((f"submit, {concurrency} clients: p50 / p99", f"{ms(result['p50_s'])} / {ms(result['p99_s'])}"))
+        finally:
+            stack.stop()
+    for row in engine_speed.run():
+        rows.append((f"engine {row['engine']} [{row['language']}] RTF", f"{row['rtf']:.3f} ({row['audio_s']:.1f} s audio in {row['synth_s'] * 1000:.0f} ms)"))
+    table = "| benchmark | result |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    out = ROOT / "bench" / "results" / "latest.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# Mynah benchmarks ({os.cpu_count()} cores)\n\n{table}\n")
+    print(table)
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
