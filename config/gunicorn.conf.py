@@ -11,3 +11,6 @@ timeout = 60
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
+# gunicorn's control socket defaults to one fixed path per user, which several
+# instances on one host (tests, multi-instance runs) would fight over.
+control_socket_disable = True

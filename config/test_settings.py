@@ -12,6 +12,7 @@ from config.settings import DRAMATIQ_BROKER, STORAGES
 
 DRAMATIQ_BROKER = {**DRAMATIQ_BROKER, "BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}}
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="mynah-test-media-"))
+STATIC_ROOT = Path(tempfile.mkdtemp(prefix="mynah-test-static-"))  # whitenoise wants it to exist
 STORAGES = {**STORAGES, "default": {**STORAGES["default"], "OPTIONS": {"location": MEDIA_ROOT}}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ENGINES_PRELOAD: list[str] = []

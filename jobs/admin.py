@@ -13,3 +13,13 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs are submitted through the API
+
+
+# django_dramatiq's Task admin stays empty (its AdminMiddleware is not used:
+# Job rows are the record of work), so hide it rather than mislead staff.
+try:
+    from django_dramatiq.models import Task
+
+    admin.site.unregister(Task)
+except (ImportError, admin.sites.NotRegistered):
+    pass

@@ -179,3 +179,16 @@ def test_keys_of_one_tenant_share_its_jobs(api, tenant):
     second = APIClient()
     second.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert second.get(reverse("jobs:detail", args=[job_id])).status_code == 200
+
+
+def test_admin_lists_jobs_and_escapes_user_text(admin_client, api):
+    _submit(api, text="<script>alert(1)</script> hello.")
+    response = admin_client.get("/admin/jobs/job/")
+    assert response.status_code == 200
+    assert b"tts" in response.content
+    assert admin_client.get("/admin/django_dramatiq/task/").status_code == 404
+    job = Job.objects.get()
+    detail = admin_client.get(f"/admin/jobs/job/{job.id}/change/")
+    assert detail.status_code == 200
+    assert b"<script>alert(1)</script>" not in detail.content
+    assert b"&lt;script&gt;" in detail.content
