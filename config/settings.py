@@ -145,9 +145,9 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 JOB_RETRY_MIN_BACKOFF_MS = env_int("JOB_RETRY_MIN_BACKOFF_MS", 2_000)
 JOB_RETRY_MAX_BACKOFF_MS = env_int("JOB_RETRY_MAX_BACKOFF_MS", 300_000)
 JOB_TIME_LIMIT_S = env_int("JOB_TIME_LIMIT_S", 15 * 60)
-# A running job whose worker has not written progress for this long is
-# considered abandoned (worker died) and may be claimed again.
-JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 120)
+# Workers refresh a running job's heartbeat every quarter of this; a job silent
+# for this long is abandoned (its worker died) and may be claimed again.
+JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 30)
 JOB_RESULT_RETENTION_DAYS = env_int("JOB_RESULT_RETENTION_DAYS", 30)
 # Engines to load at worker boot so the first job does not pay the load time.
 ENGINES_PRELOAD = env_list("ENGINES_PRELOAD", ["piper", "espeak"])

@@ -45,6 +45,12 @@ class JobRetry(Exception):
     """Raised to the actor so Dramatiq re-delivers the message with backoff."""
 
 
+class JobBusy(JobRetry):
+    """The job is running elsewhere, or its worker died so recently that its
+    heartbeat is not stale yet. Redelivered later, the message finds the job
+    finished (and is dropped) or abandoned (and claims it)."""
+
+
 @dataclass(frozen=True)
 class TtsParams:
     text: str
@@ -138,7 +144,9 @@ def job_run(*, job_id: str) -> None:
     """Run one job to a terminal state, or hand it back for a retry."""
     job = job_claim(job_id=job_id)
     if job is None:
-        logger.info("job not claimable; skipping duplicate or finished message", extra={"job_id": job_id})
+        if Job.objects.filter(id=job_id, status=Status.RUNNING).exists():
+            raise JobBusy(job_id)
+        logger.info("job finished or unknown; dropping message", extra={"job_id": job_id})
         return
     token = job_id_var.set(str(job.id))
     try:

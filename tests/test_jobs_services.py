@@ -67,13 +67,27 @@ def test_a_redelivered_message_never_runs_a_job_twice(tenant):
     job = _job(tenant)
     services.job_run(job_id=str(job.id))
     first = _refresh(job)
-    services.job_run(job_id=str(job.id))  # duplicate delivery
+    services.job_run(job_id=str(job.id))  # duplicate delivery: dropped, no error
     again = _refresh(job)
     assert again.attempts == 1 and again.finished_at == first.finished_at
     # And a job running on a live worker cannot be claimed by a second one.
     running = _job(tenant)
     assert services.job_claim(job_id=str(running.id)) is not None
     assert services.job_claim(job_id=str(running.id)) is None
+
+
+def test_message_for_a_job_running_elsewhere_comes_back_later(tenant, settings):
+    """A dead worker's message is redelivered by the broker before the job's
+    heartbeat is stale: it must be retried later, not dropped."""
+    job = _job(tenant)
+    assert services.job_claim(job_id=str(job.id)) is not None  # "another worker"
+    with pytest.raises(services.JobBusy):
+        services.job_run(job_id=str(job.id))
+    assert _refresh(job).attempts == 1
+    stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S + 1)
+    Job.objects.filter(id=job.id).update(heartbeat_at=stale)  # that worker died
+    services.job_run(job_id=str(job.id))
+    assert _refresh(job).status == "succeeded"
 
 
 def test_abandoned_running_job_can_be_claimed_again(tenant, settings):
