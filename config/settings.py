@@ -148,6 +148,9 @@ JOB_TIME_LIMIT_S = env_int("JOB_TIME_LIMIT_S", 15 * 60)
 # Workers refresh a running job's heartbeat every quarter of this; a job silent
 # for this long is abandoned (its worker died) and may be claimed again.
 JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 30)
+# A job still queued this long after its message was sent is sent again (the
+# message may have been lost); duplicates are dropped by the claim.
+JOB_RESEND_QUEUED_AFTER_S = env_int("JOB_RESEND_QUEUED_AFTER_S", 15 * 60)
 JOB_RESULT_RETENTION_DAYS = env_int("JOB_RESULT_RETENTION_DAYS", 30)
 # Engines to load at worker boot so the first job does not pay the load time.
 ENGINES_PRELOAD = env_list("ENGINES_PRELOAD", ["piper", "espeak"])

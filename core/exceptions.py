@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -49,6 +50,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         status, code, message, details = 403, "permission_denied", "Permission denied.", {}
     elif isinstance(exc, RequestDataTooBig):
         status, code, message, details = 413, "payload_too_large", "Request body is too large.", {}
+    elif isinstance(exc, DjangoValidationError):  # a value that slipped past a serializer
+        status, code, message, details = 400, "validation_error", "The request is invalid.", {"errors": exc.messages}
     elif isinstance(exc, drf.ValidationError):
         status, code, message = 400, "validation_error", "The request is invalid."
         details = {"fields": _flatten_validation(exc.detail)}

@@ -33,21 +33,41 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+def _has_forbidden_text(value: Any) -> bool:
+    """True if any string (key or value) in a JSON tree holds control
+    characters or lone surrogates (Postgres jsonb also refuses NUL)."""
+    if isinstance(value, str):
+        return bool(_FORBIDDEN_CONTROL.search(value))
+    if isinstance(value, dict):
+        return any(_has_forbidden_text(k) or _has_forbidden_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_forbidden_text(item) for item in value)
+    return False
+
+
 class MetadataField(serializers.DictField):
-    """Client metadata echoed back on the job: a small flat-ish JSON object."""
+    """Client metadata echoed back on the job: a small JSON object."""
 
     MAX_BYTES = 4096
     MAX_KEYS = 32
     default_error_messages = {
         "too_large": f"Metadata must encode to at most {MAX_BYTES} bytes of JSON.",
         "too_many_keys": f"Metadata may have at most {MAX_KEYS} keys.",
+        "control_characters": "Metadata may not contain control characters.",
+        "not_finite": "Metadata numbers must be finite.",
     }
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
         if len(value) > self.MAX_KEYS:
             self.fail("too_many_keys")
-        if len(json.dumps(value, ensure_ascii=False).encode()) > self.MAX_BYTES:
+        if _has_forbidden_text(value):
+            self.fail("control_characters")
+        try:
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+        except ValueError:  # 1e999 parses to inf, which no JSON column stores
+            self.fail("not_finite")
+        if len(encoded) > self.MAX_BYTES:
             self.fail("too_large")
         return value
 

@@ -1,3 +1,9 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
 
@@ -8,3 +14,16 @@ class NewestFirstCursorPagination(CursorPagination):
     page_size = 20
     page_size_query_param = "limit"
     max_page_size = 100
+
+    def decode_cursor(self, request: Any) -> Any:
+        cursor = super().decode_cursor(request)
+        # A tampered cursor can carry any position; it must be a timestamp
+        # before it reaches a query.
+        if cursor is not None and cursor.position is not None:
+            try:
+                valid = parse_datetime(cursor.position) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor

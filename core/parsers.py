@@ -28,6 +28,8 @@ class LimitedJSONParser(JSONParser):
             data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError(f"Malformed JSON: {exc}") from exc
+        except RecursionError:
+            raise ParseError("Malformed JSON: nested too deeply.") from None
         if not isinstance(data, dict):
             raise ParseError("The request body must be a JSON object.")
         return data

@@ -116,7 +116,7 @@ def job_enqueue(*, job_id: Any) -> bool:
     except Exception:  # redis/dramatiq connection errors of every kind
         logger.warning("enqueue failed; reap_jobs will re-send", extra={"job_id": str(job_id)}, exc_info=True)
         return False
-    Job.objects.filter(id=job_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now())
+    Job.objects.filter(id=job_id).update(enqueued_at=timezone.now())
     return True
 
 
@@ -125,10 +125,24 @@ def job_enqueue(*, job_id: Any) -> bool:
 
 def job_claim(*, job_id: str) -> Job | None:
     """Move a job to running if it is queued, or running but abandoned (its
-    worker's heartbeat stopped). Returns None when another worker has it."""
+    worker's heartbeat stopped). Returns None when another worker has it.
+
+    The claimed job's ``attempts`` is this run's ownership token: every later
+    write filters on it, so a worker that was presumed dead (and replaced)
+    can no longer touch the job."""
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S)
-    claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale_before)
+    abandoned = Q(status=Status.RUNNING, heartbeat_at__lt=stale_before)
+    # A job that took its worker down on every attempt (segfault, OOM kill)
+    # must not be handed to the next worker forever.
+    Job.objects.filter(abandoned, id=job_id, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
+        status=Status.FAILED,
+        stage="failed",
+        finished_at=now,
+        error_code="worker_lost",
+        error_message=f"The worker running this job stopped responding on all {settings.JOB_MAX_ATTEMPTS} attempts.",
+    )
+    claimable = Q(status=Status.QUEUED) | (abandoned & Q(attempts__lt=settings.JOB_MAX_ATTEMPTS))
     claimed = Job.objects.filter(claimable, id=job_id).update(
         status=Status.RUNNING,
         attempts=F("attempts") + 1,
@@ -159,9 +173,9 @@ def _job_execute(job: Job) -> None:
     from dramatiq.middleware.time_limit import TimeLimitExceeded
 
     try:
-        with tempfile.TemporaryDirectory(prefix="mynah-job-") as workdir, _heartbeat(job.id):
+        with tempfile.TemporaryDirectory(prefix="mynah-job-") as workdir, _heartbeat(job):
             result = _job_synthesize(job, Path(workdir))
-            job_progress(job_id=job.id, percent=_ENGINE_PROGRESS_SHARE + 1, stage="storing")
+            job_progress(job=job, percent=_ENGINE_PROGRESS_SHARE + 1, stage="storing")
             _job_store_result(job, result)
     except Canceled:
         logger.info("job canceled while running")
@@ -187,34 +201,38 @@ def _job_synthesize(job: Job, workdir: Path) -> SpeechResult:
     )
 
     def report(percent: int, stage: str) -> None:
-        job_progress(job_id=job.id, percent=percent * _ENGINE_PROGRESS_SHARE // 100, stage=stage)
+        job_progress(job=job, percent=percent * _ENGINE_PROGRESS_SHARE // 100, stage=stage)
 
     return engine.run(request, report, workdir)
 
 
-def job_progress(*, job_id: Any, percent: int, stage: str) -> None:
-    """Record progress (and a heartbeat). Raises Canceled when the job is no
-    longer running, which stops the engine at its next progress point."""
-    updated = Job.objects.filter(id=job_id, status=Status.RUNNING).update(
-        progress=max(0, min(percent, 99)), stage=stage, heartbeat_at=timezone.now()
-    )
+def _owned(job: Job) -> Any:
+    """The job's row, if this run still owns it (running, same attempt)."""
+    return Job.objects.filter(id=job.id, status=Status.RUNNING, attempts=job.attempts)
+
+
+def job_progress(*, job: Job, percent: int, stage: str) -> None:
+    """Record progress (and a heartbeat). Raises Canceled when this run no
+    longer owns the job (canceled, or taken over), which stops the engine at
+    its next progress point."""
+    updated = _owned(job).update(progress=max(0, min(percent, 99)), stage=stage, heartbeat_at=timezone.now())
     if not updated:
-        raise Canceled(str(job_id))
+        raise Canceled(str(job.id))
 
 
 def _result_key(job: Job, extension: str) -> str:
-    # Server-generated: no client-supplied text ever reaches a storage path.
-    return f"tenants/{job.tenant_id}/jobs/{job.id}/output.{extension}"
+    """Server-generated: no client-supplied text ever reaches a storage path.
+    One key per attempt, so a replaced worker can never overwrite or delete
+    the object of the attempt that owns the job."""
+    return f"tenants/{job.tenant_id}/jobs/{job.id}/output-{job.attempts}.{extension}"
 
 
 def _job_store_result(job: Job, result: SpeechResult) -> None:
     key = _result_key(job, result.path.suffix.lstrip("."))
-    if default_storage.exists(key):  # left over from an attempt that died after saving
-        default_storage.delete(key)
     with result.path.open("rb") as handle:
         stored_key = default_storage.save(key, File(handle, name=key))
     now = timezone.now()
-    finished = Job.objects.filter(id=job.id, status=Status.RUNNING).update(
+    finished = _owned(job).update(
         status=Status.SUCCEEDED,
         progress=100,
         stage="done",
@@ -228,34 +246,31 @@ def _job_store_result(job: Job, result: SpeechResult) -> None:
         result_size_bytes=result.size_bytes,
         result_expires_at=now + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS),
     )
-    if not finished:  # canceled while storing: don't keep an orphan object
+    if not finished:  # canceled or taken over while storing: no orphan object
         default_storage.delete(stored_key)
         raise Canceled(str(job.id))
     logger.info("job succeeded", extra={"duration_s": result.duration_s, "size_bytes": result.size_bytes})
 
 
 def _job_fail(job: Job, code: str, message: str) -> None:
-    Job.objects.filter(id=job.id, status=Status.RUNNING).update(
+    _owned(job).update(
         status=Status.FAILED, stage="failed", finished_at=timezone.now(), error_code=code, error_message=message[:2000]
     )
     logger.warning("job failed", extra={"error_code": code})
 
 
 def _job_retry_or_fail(job: Job, code: str, message: str) -> None:
-    attempts = Job.objects.filter(id=job.id).values_list("attempts", flat=True).first() or 0
-    if attempts >= settings.JOB_MAX_ATTEMPTS:
-        _job_fail(job, code, f"{message} (gave up after {attempts} attempts)")
+    if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+        _job_fail(job, code, f"{message} (gave up after {job.attempts} attempts)")
         return
-    requeued = Job.objects.filter(id=job.id, status=Status.RUNNING).update(
-        status=Status.QUEUED, stage="retrying", error_code=code, error_message=message[:2000]
-    )
+    requeued = _owned(job).update(status=Status.QUEUED, stage="retrying", error_code=code, error_message=message[:2000])
     if requeued:
-        logger.warning("transient failure; retrying", extra={"error_code": code, "attempt": attempts})
+        logger.warning("transient failure; retrying", extra={"error_code": code, "attempt": job.attempts})
         raise JobRetry(code)
 
 
 @contextmanager
-def _heartbeat(job_id: Any) -> Iterator[None]:
+def _heartbeat(job: Job) -> Iterator[None]:
     """Refresh ``heartbeat_at`` in the background while the job runs, so a job
     whose worker died is recognizable even during a long engine call."""
     stop = threading.Event()
@@ -264,11 +279,15 @@ def _heartbeat(job_id: Any) -> Iterator[None]:
     def beat() -> None:
         try:
             while not stop.wait(interval):
-                Job.objects.filter(id=job_id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+                try:
+                    _owned(job).update(heartbeat_at=timezone.now())
+                except Exception:  # e.g. "database is locked": try again next beat
+                    logger.warning("heartbeat write failed", exc_info=True)
+                    connection.close()
         finally:
             connection.close()
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
     thread.start()
     try:
         yield
@@ -281,9 +300,15 @@ def _heartbeat(job_id: Any) -> Iterator[None]:
 
 
 def jobs_resend_unsent(*, older_than_s: float = 10.0) -> int:
-    """Re-send queued jobs whose message never reached Redis."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    job_ids = list(Job.objects.filter(status=Status.QUEUED, enqueued_at__isnull=True, created_at__lt=cutoff).values_list("id", flat=True)[:1000])
+    """Re-send queued jobs whose message never reached Redis, and queued jobs
+    sent long ago whose message may have been lost since (dead-lettered after
+    database errors, or cut from Redis's last second of append-only log).
+    Claims are idempotent, so a duplicate message is harmless; ``enqueued_at``
+    is refreshed on each send so a job is re-sent at most once per period."""
+    now = timezone.now()
+    unsent = Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=older_than_s))
+    lost = Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_RESEND_QUEUED_AFTER_S))
+    job_ids = list(Job.objects.filter(unsent | lost, status=Status.QUEUED).values_list("id", flat=True)[:1000])
     return sum(job_enqueue(job_id=job_id) for job_id in job_ids)
 
 

@@ -192,3 +192,34 @@ def test_admin_lists_jobs_and_escapes_user_text(admin_client, api):
     assert detail.status_code == 200
     assert b"<script>alert(1)</script>" not in detail.content
     assert b"&lt;script&gt;" in detail.content
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"text": "hi", "metadata": {"a": "\\ud800"}}',
+        '{"text": "hi", "metadata": {"\\ud800": 1}}',
+        '{"text": "hi", "metadata": {"a": "nul\\u0000"}}',
+        '{"text": "hi", "metadata": {"a": 1e999}}',
+        '{"text": "hi", "metadata": {"a": [1, {"b": "\\u0007"}]}}',
+    ],
+)
+def test_hostile_metadata_is_400_not_500(api, body):
+    error = _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "validation_error")
+    assert "metadata" in error["details"]["fields"]
+    assert Job.objects.count() == 0
+
+
+def test_deeply_nested_json_is_400(api):
+    body = '{"text": "hi", "metadata": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
+    _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
+
+
+def test_tampered_cursor_is_404_not_500(api):
+    import base64
+    from urllib.parse import urlencode
+
+    for position in ("notadate", "2026-13-45T99:99:99"):
+        cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+        _assert_error(api.get("/v1/jobs", {"cursor": cursor}), 404, "not_found")
+    _assert_error(api.get("/v1/jobs", {"cursor": "!!garbage!!"}), 404, "not_found")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import dramatiq
 import pytest
 from django.core.files.storage import default_storage
+from django.db import OperationalError
 from django.utils import timezone
 
 from engines.audio.io import decode_audio
@@ -34,7 +36,7 @@ def test_job_runs_to_success_and_stores_a_decodable_result(tenant):
     job = _refresh(job)
     assert (job.status, job.progress, job.stage, job.attempts) == ("succeeded", 100, "done", 1)
     assert job.started_at <= job.finished_at
-    assert job.result_key == f"tenants/{tenant.id}/jobs/{job.id}/output.ogg"
+    assert job.result_key == f"tenants/{tenant.id}/jobs/{job.id}/output-1.ogg"
     assert job.result_content_type == "audio/ogg"
     with default_storage.open(job.result_key) as handle:
         data = handle.read()
@@ -49,9 +51,9 @@ def test_progress_is_written_at_each_stage_and_chunk(tenant, monkeypatch):
     seen: list[tuple[int, str]] = []
     original = services.job_progress
 
-    def spy(*, job_id, percent, stage):
+    def spy(*, job, percent, stage):
         seen.append((percent, stage))
-        original(job_id=job_id, percent=percent, stage=stage)
+        original(job=job, percent=percent, stage=stage)
 
     monkeypatch.setattr(services, "job_progress", spy)
     text = " ".join(f"Sentence {i} of a longer text for chunking." for i in range(30))
@@ -98,6 +100,69 @@ def test_abandoned_running_job_can_be_claimed_again(tenant, settings):
     assert job.status == "succeeded" and job.attempts == 2
 
 
+def test_a_replaced_worker_can_no_longer_touch_the_job_or_its_result(tenant, settings, monkeypatch):
+    """Worker A is presumed dead (stale heartbeat) but still running when
+    worker B takes the job over: B's result wins, A's writes are refused and
+    A removes only its own object."""
+    job = _job(tenant)
+    worker_a = services.job_claim(job_id=str(job.id))
+    stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S + 1)
+    Job.objects.filter(id=job.id).update(heartbeat_at=stale)
+    services.job_run(job_id=str(job.id))  # worker B takes over and finishes
+    done = _refresh(job)
+    assert (done.status, done.attempts) == ("succeeded", 2)
+    assert done.result_key.endswith("output-2.wav") and default_storage.exists(done.result_key)
+    # A wakes up: progress is refused (it stops), and so is its final write.
+    with pytest.raises(services.Canceled):
+        services.job_progress(job=worker_a, percent=50, stage="synthesizing")
+    services._job_execute(worker_a)
+    after = _refresh(job)
+    assert (after.status, after.result_key, after.progress) == ("succeeded", done.result_key, 100)
+    assert default_storage.exists(done.result_key)
+    assert not default_storage.exists(done.result_key.replace("output-2", "output-1"))
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat thread has its own connection
+def test_heartbeat_survives_database_errors(tenant, settings, monkeypatch):
+    settings.JOB_HEARTBEAT_TIMEOUT_S = 4  # beat every second
+    job = services.job_claim(job_id=str(_job(tenant).id))
+    Job.objects.filter(id=job.id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    calls = []
+    original = services._owned
+
+    def flaky(owned_job):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return original(owned_job)
+
+    monkeypatch.setattr(services, "_owned", flaky)
+    with services._heartbeat(job):
+        time.sleep(2.6)
+    assert len(calls) >= 2
+    assert _refresh(job).heartbeat_at > timezone.now() - timedelta(seconds=3)
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_as_worker_lost(tenant, settings):
+    stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S + 5)
+    job = _job(tenant, status=Job.Status.RUNNING, attempts=settings.JOB_MAX_ATTEMPTS, heartbeat_at=stale)
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert (job.status, job.error_code, job.attempts) == ("failed", "worker_lost", settings.JOB_MAX_ATTEMPTS)
+
+
+def test_queued_job_whose_message_was_lost_is_sent_again(tenant, stub_broker, settings):
+    job = _job(tenant)
+    services.job_enqueue(job_id=job.id)
+    stub_broker.flush_all()  # the message is gone
+    assert services.jobs_resend_unsent() == 0  # sent recently: not yet suspicious
+    long_ago = timezone.now() - timedelta(seconds=settings.JOB_RESEND_QUEUED_AFTER_S + 1)
+    Job.objects.filter(id=job.id).update(enqueued_at=long_ago)
+    assert services.jobs_resend_unsent() == 1
+    assert stub_broker.queues["tts"].qsize() == 1
+    assert services.jobs_resend_unsent() == 0  # enqueued_at refreshed: once per period
+
+
 def test_permanent_engine_error_fails_at_once_with_its_code(tenant):
     job = _job(tenant, engine="rejecting")
     services.job_run(job_id=str(job.id))
@@ -137,11 +202,11 @@ def test_job_stops_at_next_progress_point_when_no_longer_running(tenant, monkeyp
     original = services.job_progress
     calls = []
 
-    def cancel_midway(*, job_id, percent, stage):
+    def cancel_midway(*, job, percent, stage):
         calls.append(stage)
         if len(calls) == 3:
-            Job.objects.filter(id=job_id).update(status=Job.Status.CANCELED)
-        original(job_id=job_id, percent=percent, stage=stage)
+            Job.objects.filter(id=job.id).update(status=Job.Status.CANCELED)
+        original(job=job, percent=percent, stage=stage)
 
     monkeypatch.setattr(services, "job_progress", cancel_midway)
     services.job_run(job_id=str(job.id))

@@ -52,47 +52,63 @@ def voice_table() -> dict[str, str]:
     return {code: identifier for code, (_, identifier) in best.items()}
 
 
+class _Native:
+    """The process-wide espeak-ng library: one initialization, one synth
+    callback and one sample buffer, shared by every EspeakEngine instance and
+    only touched under ``lock``."""
+
+    lock = threading.Lock()
+    lib: Any = None
+    sample_rate = 0
+    samples: list[np.ndarray] = []
+    callback: Any = None  # keep a reference: ctypes must not free it
+
+    @classmethod
+    def collect(cls, wav: Any, count: int, _events: Any) -> int:
+        if count > 0:
+            cls.samples.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        return 0  # 0 = continue synthesis
+
+    @classmethod
+    def ensure_loaded(cls) -> Any:
+        with cls.lock:
+            if cls.lib is None:
+                cls.lib, cls.sample_rate = _initialize(cls.collect)
+        return cls.lib
+
+
+def _initialize(collect: Any) -> tuple[Any, int]:
+    import espeakng_loader
+
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+        ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+    ]
+    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(_data_path()).encode(), 0)
+    if rate <= 0:
+        raise TransientEngineError(f"espeak-ng failed to initialize ({rate})")
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+    _Native.callback = callback_type(collect)
+    lib.espeak_SetSynthCallback(_Native.callback)
+    return lib, int(rate)
+
+
 class EspeakEngine(TTSEngine):
     name = "espeak"
     sample_rate = 22050
     max_chunk_chars = 500
-
-    _lock = threading.Lock()  # the native library is process-global
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lib: Any = None
-        self._samples: list[np.ndarray] = []
-        self._callback: Any = None  # keep a reference: ctypes must not free it
 
     @classmethod
     def languages(cls) -> frozenset[str]:
         return frozenset(voice_table())
 
     def _load(self) -> None:
-        import espeakng_loader
-
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(_data_path()).encode(), 0)
-        if rate <= 0:
-            raise TransientEngineError(f"espeak-ng failed to initialize ({rate})")
-        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-        self._callback = callback_type(self._collect)
-        lib.espeak_SetSynthCallback(self._callback)
-        type(self).sample_rate = int(rate)
-        self._lib = lib
-
-    def _collect(self, wav: Any, count: int, _events: Any) -> int:
-        if count > 0:
-            self._samples.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
-        return 0  # 0 = continue synthesis
+        self._lib = _Native.ensure_loaded()
+        type(self).sample_rate = _Native.sample_rate
 
     def list_native_voices(self) -> set[str]:
         """Languages as the native library reports them (used to check voice_table)."""
@@ -107,7 +123,7 @@ class EspeakEngine(TTSEngine):
             ]
 
         self._lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(Voice))
-        with self._lock:
+        with _Native.lock:
             voices = self._lib.espeak_ListVoices(None)
             found = set()
             index = 0
@@ -122,14 +138,14 @@ class EspeakEngine(TTSEngine):
         if identifier is None:
             raise PermanentEngineError(f"espeak has no voice for language '{language}'.", code="unsupported_language")
         data = text.encode("utf-8")
-        with self._lock:
-            self._samples = []
+        with _Native.lock:
+            _Native.samples = []
             if self._lib.espeak_SetVoiceByName(identifier.encode()) != 0:
                 raise PermanentEngineError(f"espeak could not select voice '{identifier}'.", code="unsupported_language")
             self._lib.espeak_SetParameter(_ESPEAK_RATE, int(round(_DEFAULT_WPM * speed)), 0)
             status = self._lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _ESPEAK_CHARS_UTF8, None, None)
             self._lib.espeak_Synchronize()
-            samples, self._samples = self._samples, []
+            samples, _Native.samples = _Native.samples, []
         if status != 0:
             raise TransientEngineError(f"espeak synthesis failed ({status}).")
         if not samples:

@@ -107,3 +107,16 @@ def test_default_engine_by_language_and_registry():
     assert engine_class("piper").supports_language("en")
     assert not engine_class("piper").supports_language("cmn")
     assert get_engine("espeak") is get_engine("espeak")  # one instance per process
+
+
+def test_two_espeak_instances_share_the_native_library_safely(tmp_path_factory):
+    """The native synth callback is process-wide; a second instance must not
+    steal the first one's samples."""
+    from engines.tts.espeak import EspeakEngine
+
+    first, second = EspeakEngine(), EspeakEngine()
+    first.load()
+    second.load()
+    for engine in (first, second, first):
+        audio = engine.synthesize_chunk("Both instances speak.", language="en", speed=1.0)
+        assert len(audio) > 0.5 * engine.sample_rate and rms_dbfs(audio) > -35
