@@ -20,7 +20,3 @@ class ApplicationError(Exception):
 class NotFound(ApplicationError):
     def __init__(self, message: str = "Not found.") -> None:
         super().__init__("not_found", message, status=404)
-
-
-class Conflict(ApplicationError):
-    status_code = 409
