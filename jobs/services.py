@@ -133,15 +133,6 @@ def job_claim(*, job_id: str) -> Job | None:
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S)
     abandoned = Q(status=Status.RUNNING, heartbeat_at__lt=stale_before)
-    # A job that took its worker down on every attempt (segfault, OOM kill)
-    # must not be handed to the next worker forever.
-    Job.objects.filter(abandoned, id=job_id, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
-        status=Status.FAILED,
-        stage="failed",
-        finished_at=now,
-        error_code="worker_lost",
-        error_message=f"The worker running this job stopped responding on all {settings.JOB_MAX_ATTEMPTS} attempts.",
-    )
     claimable = Q(status=Status.QUEUED) | (abandoned & Q(attempts__lt=settings.JOB_MAX_ATTEMPTS))
     claimed = Job.objects.filter(claimable, id=job_id).update(
         status=Status.RUNNING,
@@ -151,7 +142,19 @@ def job_claim(*, job_id: str) -> Job | None:
         stage="starting",
         progress=0,
     )
-    return Job.objects.select_related("tenant").get(id=job_id) if claimed else None
+    if claimed:
+        return Job.objects.select_related("tenant").get(id=job_id)
+    # Only now (off the hot path: every UPDATE takes SQLite's write lock) look
+    # for a job that took its worker down on every attempt (segfault, OOM
+    # kill): it must not be handed to the next worker forever.
+    Job.objects.filter(abandoned, id=job_id, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
+        status=Status.FAILED,
+        stage="failed",
+        finished_at=now,
+        error_code="worker_lost",
+        error_message=f"The worker running this job stopped responding on all {settings.JOB_MAX_ATTEMPTS} attempts.",
+    )
+    return None
 
 
 def job_run(*, job_id: str) -> None:
