@@ -1,12 +1,14 @@
-"""Gunicorn settings for the API. Threads serve concurrent clients cheaply:
-requests are short (validate, insert, enqueue) and mostly wait on I/O."""
+"""Gunicorn settings for the API: Uvicorn workers serving Django's ASGI app.
+
+Under ASGI a long-lived response (the SSE event stream) is a coroutine
+waiting on Redis, not a blocked thread, so hundreds of open streams do not
+take capacity from short requests; those (sync DRF views) run in threads."""
 
 import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
-worker_class = "gthread"
+worker_class = "uvicorn_worker.UvicornWorker"
 timeout = 60
 graceful_timeout = 20
 keepalive = 5

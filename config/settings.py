@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "audit",
     "voices",
     "jobs",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -100,6 +101,45 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": MEDIA_ROOT}},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Presigned result URLs (S3/OSS) stop working after this many seconds.
+STORAGE_URL_EXPIRES_S = env_int("STORAGE_URL_EXPIRES_S", 3600)
+STORAGE = env_str("STORAGE", "local")
+if STORAGE == "s3":
+    # AWS S3, Alibaba OSS (S3-compatible endpoint, virtual-hosted addressing),
+    # MinIO and SeaweedFS (path addressing) through django-storages + boto3.
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+
+    _MIB = 1024 * 1024
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("S3_BUCKET"),
+            "region_name": env_str("S3_REGION") or None,
+            "endpoint_url": env_str("S3_ENDPOINT_URL") or None,
+            "access_key": env_str("S3_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("S3_SECRET_ACCESS_KEY") or None,
+            "location": env_str("S3_PREFIX", ""),
+            "default_acl": None,  # objects stay private; clients get presigned URLs
+            "querystring_auth": True,
+            "querystring_expire": STORAGE_URL_EXPIRES_S,
+            "file_overwrite": True,  # keys are unique per job attempt: no HEAD before each save
+            "client_config": Config(
+                s3={"addressing_style": env_str("S3_ADDRESSING_STYLE", "auto")},
+                signature_version=env_str("S3_SIGNATURE_VERSION", "s3v4"),
+                connect_timeout=env_float("S3_CONNECT_TIMEOUT_S", 5.0),
+                read_timeout=env_float("S3_READ_TIMEOUT_S", 60.0),
+                retries={"max_attempts": env_int("S3_MAX_ATTEMPTS", 3), "mode": "standard"},
+            ),
+            # Outputs above the threshold upload in parts (parallel, resumable per part).
+            "transfer_config": TransferConfig(
+                multipart_threshold=env_int("S3_MULTIPART_THRESHOLD_MB", 16) * _MIB,
+                multipart_chunksize=env_int("S3_MULTIPART_CHUNK_MB", 8) * _MIB,
+            ),
+        },
+    }
+elif STORAGE != "local":
+    raise ValueError(f"STORAGE must be 'local' or 's3', not {STORAGE!r}")
 
 # --- Request limits: JSON bodies are small; uploads get their own limits.
 MAX_JSON_BODY_BYTES = env_int("MAX_JSON_BODY_BYTES", 64 * 1024)
@@ -156,6 +196,36 @@ JOB_RESULT_RETENTION_DAYS = env_int("JOB_RESULT_RETENTION_DAYS", 30)
 ENGINES_PRELOAD = env_list("ENGINES_PRELOAD", ["piper", "espeak"])
 # Extra engines "name=module:Class,..." (deployments' own adapters, test doubles).
 ENGINES_EXTRA = dict(item.split("=", 1) for item in env_list("ENGINES_EXTRA", []))
+
+# The API's public origin, used for result URLs in webhook payloads and event
+# streams (built outside a request). API responses use the request's host.
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+
+# --- Live events (SSE): one capped Redis stream per job.
+JOB_EVENTS_MAXLEN = env_int("JOB_EVENTS_MAXLEN", 500)
+JOB_EVENTS_TTL_S = env_int("JOB_EVENTS_TTL_S", 24 * 3600)
+SSE_KEEPALIVE_S = env_float("SSE_KEEPALIVE_S", 15.0)
+SSE_MAX_STREAM_S = env_float("SSE_MAX_STREAM_S", 3600.0)  # then the client reconnects with Last-Event-ID
+
+# --- Webhooks (Standard Webhooks signatures).
+# Delays between attempts after a 5xx, timeout or connection error (seconds);
+# the defaults add up to just under 24 h. 4xx (but 408/429) are permanent.
+WEBHOOK_RETRY_SCHEDULE_S = [
+    float(value) for value in env_list("WEBHOOK_RETRY_SCHEDULE_S", ["5", "30", "120", "600", "1800", "3600", "7200", "14400", "28800", "28800"])
+]
+WEBHOOK_RETRY_WINDOW_S = env_float("WEBHOOK_RETRY_WINDOW_S", 24 * 3600.0)
+WEBHOOK_CONNECT_TIMEOUT_S = env_float("WEBHOOK_CONNECT_TIMEOUT_S", 5.0)
+WEBHOOK_READ_TIMEOUT_S = env_float("WEBHOOK_READ_TIMEOUT_S", 10.0)
+# Retries due sooner than this wait in the broker; later ones are sent by the sweeper.
+WEBHOOK_BROKER_DELAY_MAX_S = env_float("WEBHOOK_BROKER_DELAY_MAX_S", 600.0)
+WEBHOOK_SWEEP_GRACE_S = env_float("WEBHOOK_SWEEP_GRACE_S", 30.0)
+# An endpoint whose deliveries failed this many times in a row is disabled.
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 10)
+WEBHOOK_PROGRESS_INTERVAL_S = env_float("WEBHOOK_PROGRESS_INTERVAL_S", 5.0)
+WEBHOOK_SECRET_ROTATION_GRACE_S = env_int("WEBHOOK_SECRET_ROTATION_GRACE_S", 24 * 3600)
+# CIDRs webhooks may reach although private (e.g. "10.0.0.0/8" for an
+# internal receiver; tests and local dev: "127.0.0.0/8,::1/128").
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", [])
 
 API_KEY_CUSTOM_HEADER = None
 API_KEY_LAST_USED_RESOLUTION_S = env_float("API_KEY_LAST_USED_RESOLUTION_S", 60.0)

@@ -18,3 +18,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ENGINES_PRELOAD: list[str] = []
 JOB_RETRY_MIN_BACKOFF_MS = 10
 JOB_RETRY_MAX_BACKOFF_MS = 50
+WEBHOOK_RETRY_SCHEDULE_S = [0.05, 0.1, 0.2]
+WEBHOOK_SWEEP_GRACE_S = 0.0
+WEBHOOK_ALLOWED_NETWORKS: list[str] = []  # tests that send to loopback receivers allow it explicitly

@@ -5,6 +5,7 @@ from core import views as core_views
 
 urlpatterns = [
     path("v1/", include("jobs.urls")),
+    path("v1/", include("webhooks.urls")),
     path("admin/", admin.site.urls),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),

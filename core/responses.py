@@ -13,3 +13,8 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JsonResponse:
     return JsonResponse(error_body(code, message, details), status=status)
+
+
+def iso(value: Any) -> str | None:
+    """A datetime as ISO 8601 with ``Z`` (what every API body uses)."""
+    return value.isoformat().replace("+00:00", "Z") if value else None

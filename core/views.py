@@ -17,7 +17,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database and Redis answer. 503 names what failed."""
+    """Readiness: the database, Redis and storage answer. 503 names what failed."""
     failing: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:
@@ -30,6 +30,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
         redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
     except Exception as exc:
         failing["redis"] = type(exc).__name__
+    try:
+        from core.storage import storage_check
+
+        storage_check()
+    except Exception as exc:  # outage, credentials, missing bucket
+        failing["storage"] = type(exc).__name__
     if failing:
         return error_response(503, "service_unavailable", "A dependency is unavailable.", {"failing": failing})
     return JsonResponse({"status": "ready"})

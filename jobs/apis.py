@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import FileSystemStorage, default_storage
-from django.http import FileResponse, HttpResponseRedirect
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers, status
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,44 +19,21 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from core.fields import MetadataField, StrictCharField, StrictFloatField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
+from core.storage import storage_is_local
 from engines.audio.io import FORMATS
-from jobs import selectors, services
+from jobs import events, selectors, services
 from jobs.models import Job
+from jobs.representation import job_representation
+from jobs.streams import job_event_stream
+from webhooks.services import EVENT_TYPES, job_webhook_check
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+def _base_url(request: Request) -> str:
+    return request.build_absolute_uri("/")
 
 
-def job_representation(job: Job, request: Request) -> dict[str, Any]:
-    result = None
-    if job.status == Job.Status.SUCCEEDED:
-        result = {
-            "url": request.build_absolute_uri(reverse("jobs:result", args=[job.id])),
-            "content_type": job.result_content_type,
-            "duration_s": job.result_duration_s,
-            "size_bytes": job.result_size_bytes,
-            "expires_at": _iso(job.result_expires_at),
-        }
-    error = {"code": job.error_code, "message": job.error_message} if job.status == Job.Status.FAILED else None
-    return {
-        "id": str(job.id),
-        "kind": job.kind,
-        "status": job.status,
-        "priority": job.priority,
-        "engine": job.engine,
-        "progress": job.progress,
-        "stage": job.stage,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "attempts": job.attempts,
-        "input": job.input,
-        "result": result,
-        "error": error,
-        "cache_hit": False,
-        "metadata": job.metadata,
-    }
+def _represent(job: Job, request: Request) -> dict[str, Any]:
+    return job_representation(job, base_url=_base_url(request))
 
 
 def _client_ip(request: Request) -> str | None:
@@ -70,6 +48,10 @@ class TtsCreateApi(APIView):
         format = serializers.ChoiceField(choices=sorted(FORMATS), default="wav")
         speed = StrictFloatField(required=False, default=1.0, min_value=0.5, max_value=2.0)
         metadata = MetadataField(required=False, default=dict)
+        webhook_url = StrictCharField(required=False, max_length=2000)
+        webhook_events = serializers.ListField(
+            child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
+        )
 
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -82,8 +64,13 @@ class TtsCreateApi(APIView):
             format=values["format"],
             speed=values["speed"],
         )
+        webhook = services.WebhookTarget()
+        if values.get("webhook_url"):
+            job_webhook_check(url=values["webhook_url"], event_types=values.get("webhook_events"))
+            webhook = services.WebhookTarget(url=values["webhook_url"], events=values.get("webhook_events"))
         client = request.user
         job = services.job_submit_tts(
+            webhook=webhook,
             tenant=client.tenant,
             api_key=client.api_key,
             params=params,
@@ -92,7 +79,7 @@ class TtsCreateApi(APIView):
             ip=_client_ip(request),
         )
         location = reverse("jobs:detail", args=[job.id])
-        return Response(job_representation(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
 
 class JobListApi(APIView):
@@ -106,13 +93,13 @@ class JobListApi(APIView):
         jobs = selectors.job_list(tenant=request.user.tenant, **filters.validated_data)
         paginator = NewestFirstCursorPagination()
         page = paginator.paginate_queryset(jobs, request, view=self)
-        return paginator.get_paginated_response([job_representation(job, request) for job in page])
+        return paginator.get_paginated_response([_represent(job, request) for job in page])
 
 
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
-        return Response(job_representation(job, request))
+        return Response(_represent(job, request))
 
 
 class JobResultApi(APIView):
@@ -128,11 +115,50 @@ class JobResultApi(APIView):
                 "result_not_ready", f"The job is {job.status}; a result exists once it succeeded.", status=409,
                 details={"status": job.status},
             )
-        if not isinstance(default_storage, FileSystemStorage):
-            return HttpResponseRedirect(default_storage.url(job.result_key))
+        if not storage_is_local():
+            return HttpResponseRedirect(job_representation(job)["result"]["url"])
         try:
             handle = default_storage.open(job.result_key, "rb")
         except FileNotFoundError:
             raise ApplicationError("result_missing", "The result file is missing from storage.", status=410) from None
         filename = f"{job.id}{'.' + job.result_key.rsplit('.', 1)[-1] if '.' in job.result_key else ''}"
         return FileResponse(handle, content_type=job.result_content_type, as_attachment=False, filename=filename)
+
+
+class JobCancelApi(APIView):
+    def post(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
+        job = services.job_cancel(job=job, actor=request.user.actor, ip=_client_ip(request))
+        return Response(_represent(job, request))
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets clients send ``Accept: text/event-stream`` (EventSource does)."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return JSONRenderer().render(data)  # only errors are rendered: the stream itself is not
+
+
+class JobEventsApi(APIView):
+    """``text/event-stream`` of the job's events until it is terminal. The
+    view itself only authenticates and checks ownership; the stream is an
+    async iterator that the ASGI server drives without a thread."""
+
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+        job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
+        last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or ""
+        if last_event_id and not events.is_event_id(last_event_id):
+            raise ApplicationError(
+                "validation_error", "Last-Event-ID must be an id this stream sent.", details={"fields": {"Last-Event-ID": [{"message": "Not an event id.", "code": "invalid"}]}}
+            )
+        stream = job_event_stream(job_id=job.id, last_event_id=last_event_id, base_url=_base_url(request))
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx/Traefik-style proxies: do not buffer
+        return response

@@ -36,6 +36,9 @@ class Job(models.Model):
     engine = models.CharField(max_length=64)
     input = models.JSONField(default=dict)
     metadata = models.JSONField(default=dict, blank=True)
+    # Per-job webhook (signed with the tenant's signing secret).
+    webhook_url = models.URLField(max_length=2000, blank=True)
+    webhook_events = models.JSONField(null=True, blank=True)  # null: the default event types
 
     progress = models.PositiveSmallIntegerField(default=0)
     stage = models.CharField(max_length=40, default="queued")

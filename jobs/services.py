@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +29,15 @@ from django.utils import timezone
 from audit.services import audit_record
 from core.context import job_id_var
 from core.errors import ApplicationError
+from core.storage import storage_errors
 from engines import registry
 from engines.errors import Canceled, EngineError, UnknownEngine
 from engines.tts.base import SpeechRequest, SpeechResult
+from jobs import events
 from jobs.models import Job
+from jobs.representation import job_representation
 from tenants.models import ApiKey, Tenant
+from webhooks.services import event_publish
 
 logger = logging.getLogger(__name__)
 Status = Job.Status
@@ -58,6 +63,14 @@ class TtsParams:
     engine: str
     format: str
     speed: float
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """A per-job webhook: checked (SSRF guard) at submit."""
+
+    url: str = ""
+    events: list[str] | None = None
 
 
 # --------------------------------------------------------------------- submit
@@ -89,8 +102,10 @@ def tts_params_resolve(*, text: str, language: str | None, engine: str | None, f
 
 
 def job_submit_tts(
-    *, tenant: Tenant, api_key: ApiKey | None, params: TtsParams, metadata: dict[str, Any], actor: str, ip: str | None
+    *, tenant: Tenant, api_key: ApiKey | None, params: TtsParams, metadata: dict[str, Any], actor: str, ip: str | None,
+    webhook: WebhookTarget | None = None,
 ) -> Job:
+    webhook = webhook or WebhookTarget()
     with transaction.atomic():
         job = Job.objects.create(
             tenant=tenant,
@@ -99,6 +114,8 @@ def job_submit_tts(
             engine=params.engine,
             input={"text": params.text, "language": params.language, "format": params.format, "speed": params.speed},
             metadata=metadata,
+            webhook_url=webhook.url,
+            webhook_events=webhook.events,
         )
         audit_record(action="job.create", actor=actor, tenant=tenant, target=job, ip=ip, metadata={"kind": job.kind, "engine": job.engine})
         # Enqueue only once the row is visible to workers.
@@ -118,6 +135,72 @@ def job_enqueue(*, job_id: Any) -> bool:
         return False
     Job.objects.filter(id=job_id).update(enqueued_at=timezone.now())
     return True
+
+
+def job_cancel(*, job: Job, actor: str, ip: str | None) -> Job:
+    """Queued jobs never start; a running job stops at its next progress
+    point (its worker no longer owns the row) and cleans its temp files."""
+    canceled = Job.objects.filter(id=job.id, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.CANCELED, stage="canceled", finished_at=timezone.now()
+    )
+    job.refresh_from_db()
+    if not canceled:
+        raise ApplicationError(
+            "job_not_cancelable", f"The job is {job.status}; only queued or running jobs can be canceled.",
+            status=409, details={"status": job.status},
+        )
+    audit_record(action="job.cancel", actor=actor, tenant=job.tenant, target=job, ip=ip)
+    _job_announce(job)
+    return job
+
+
+# ------------------------------------------------------------------- events
+
+_WEBHOOK_EVENT_BY_STATUS = {
+    Status.RUNNING: "job.started",
+    Status.SUCCEEDED: "job.succeeded",
+    Status.FAILED: "job.failed",
+    Status.CANCELED: "job.canceled",
+}
+# When each running job last sent a job.progress webhook (this process runs it).
+_progress_webhook_sent: dict[Any, float] = {}
+
+
+def _job_announce(job: Job | Any) -> None:
+    """Tell live streams and webhooks that the job changed status. Reads the
+    row again: the caller's UPDATE made its in-memory copy stale. Never fails
+    the job: events are best effort, the row is the record."""
+    try:
+        job = Job.objects.select_related("tenant").get(id=getattr(job, "id", job))
+        body = job_representation(job)
+        events.job_event_append(job_id=job.id, event=events.DONE if job.is_terminal else events.STATUS, data=body)
+        event_type = _WEBHOOK_EVENT_BY_STATUS.get(job.status)
+        if event_type:
+            event_publish(
+                tenant=job.tenant, event_type=event_type, data=body, job=job,
+                job_webhook_url=job.webhook_url, job_webhook_events=job.webhook_events,
+            )
+        if job.is_terminal:
+            _progress_webhook_sent.pop(job.id, None)
+    except Exception:  # a database hiccup must not turn a finished job into a retry
+        logger.warning("could not announce a job event", exc_info=True)
+
+
+def _job_announce_progress(job: Job) -> None:
+    events.job_event_append(
+        job_id=job.id, event=events.PROGRESS, data={"id": str(job.id), "status": job.status, "progress": job.progress, "stage": job.stage}
+    )
+    now = time.monotonic()
+    if now - _progress_webhook_sent.get(job.id, 0.0) < settings.WEBHOOK_PROGRESS_INTERVAL_S:
+        return
+    _progress_webhook_sent[job.id] = now
+    try:
+        event_publish(
+            tenant=job.tenant, event_type="job.progress", data=job_representation(job), job=job,
+            job_webhook_url=job.webhook_url, job_webhook_events=job.webhook_events,
+        )
+    except Exception:
+        logger.warning("could not publish a progress webhook", exc_info=True)
 
 
 # ------------------------------------------------------------------------ run
@@ -143,17 +226,21 @@ def job_claim(*, job_id: str) -> Job | None:
         progress=0,
     )
     if claimed:
-        return Job.objects.select_related("tenant").get(id=job_id)
+        job = Job.objects.select_related("tenant").get(id=job_id)
+        _job_announce(job)
+        return job
     # Only now (off the hot path: every UPDATE takes SQLite's write lock) look
     # for a job that took its worker down on every attempt (segfault, OOM
     # kill): it must not be handed to the next worker forever.
-    Job.objects.filter(abandoned, id=job_id, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
+    lost = Job.objects.filter(abandoned, id=job_id, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
         status=Status.FAILED,
         stage="failed",
         finished_at=now,
         error_code="worker_lost",
         error_message=f"The worker running this job stopped responding on all {settings.JOB_MAX_ATTEMPTS} attempts.",
     )
+    if lost:
+        _job_announce(job_id)
     return None
 
 
@@ -189,9 +276,9 @@ def _job_execute(job: Job) -> None:
             _job_fail(job, exc.code, exc.message)
         else:
             _job_retry_or_fail(job, exc.code, exc.message)
-    except OSError as exc:
+    except storage_errors() as exc:
         logger.warning("storage or filesystem error", exc_info=True)
-        _job_retry_or_fail(job, "storage_unavailable", f"Storing the result failed: {exc.strerror or exc}")
+        _job_retry_or_fail(job, "storage_unavailable", f"Storing the result failed: {getattr(exc, 'strerror', None) or exc}")
     except Exception as exc:
         logger.exception("engine raised an unexpected error")
         _job_retry_or_fail(job, "engine_error", f"The engine failed: {type(exc).__name__}")
@@ -218,9 +305,12 @@ def job_progress(*, job: Job, percent: int, stage: str) -> None:
     """Record progress (and a heartbeat). Raises Canceled when this run no
     longer owns the job (canceled, or taken over), which stops the engine at
     its next progress point."""
-    updated = _owned(job).update(progress=max(0, min(percent, 99)), stage=stage, heartbeat_at=timezone.now())
+    percent = max(0, min(percent, 99))
+    updated = _owned(job).update(progress=percent, stage=stage, heartbeat_at=timezone.now())
     if not updated:
         raise Canceled(str(job.id))
+    job.progress, job.stage = percent, stage
+    _job_announce_progress(job)
 
 
 def _result_key(job: Job, extension: str) -> str:
@@ -252,14 +342,17 @@ def _job_store_result(job: Job, result: SpeechResult) -> None:
     if not finished:  # canceled or taken over while storing: no orphan object
         default_storage.delete(stored_key)
         raise Canceled(str(job.id))
+    _job_announce(job)
     logger.info("job succeeded", extra={"duration_s": result.duration_s, "size_bytes": result.size_bytes})
 
 
 def _job_fail(job: Job, code: str, message: str) -> None:
-    _owned(job).update(
+    failed = _owned(job).update(
         status=Status.FAILED, stage="failed", finished_at=timezone.now(), error_code=code, error_message=message[:2000]
     )
     logger.warning("job failed", extra={"error_code": code})
+    if failed:
+        _job_announce(job)
 
 
 def _job_retry_or_fail(job: Job, code: str, message: str) -> None:
@@ -269,6 +362,7 @@ def _job_retry_or_fail(job: Job, code: str, message: str) -> None:
     requeued = _owned(job).update(status=Status.QUEUED, stage="retrying", error_code=code, error_message=message[:2000])
     if requeued:
         logger.warning("transient failure; retrying", extra={"error_code": code, "attempt": job.attempts})
+        _job_announce(job)
         raise JobRetry(code)
 
 

@@ -9,4 +9,6 @@ urlpatterns = [
     path("jobs", apis.JobListApi.as_view(), name="list"),
     path("jobs/<str:job_id>", apis.JobDetailApi.as_view(), name="detail"),
     path("jobs/<str:job_id>/result", apis.JobResultApi.as_view(), name="result"),
+    path("jobs/<str:job_id>/cancel", apis.JobCancelApi.as_view(), name="cancel"),
+    path("jobs/<str:job_id>/events", apis.JobEventsApi.as_view(), name="events"),
 ]

@@ -8,6 +8,28 @@ from tests.doubles import DOUBLES
 
 
 @pytest.fixture(autouse=True, scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server for the whole session: job event streams (SSE),
+    and anything else that talks to Redis in-process. Dramatiq itself uses
+    the StubBroker here; integration tests run their own stack."""
+    import subprocess
+
+    from django.conf import settings
+
+    from core.redis_server import free_port, redis_server_argv, wait_for_redis
+
+    port = free_port()
+    process = subprocess.Popen(
+        redis_server_argv(port=port, data_dir=tmp_path_factory.mktemp("redis")), stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    wait_for_redis("127.0.0.1", port, process=process)
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    yield settings.REDIS_URL
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _register_engine_doubles():
     for name, path in DOUBLES.items():
         registry.register(name, path)

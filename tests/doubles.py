@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -53,9 +55,28 @@ class ToneEngine(_EnglishOnly):
         return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
+class SlowEngine(ToneEngine):
+    """Tone, but each chunk takes a while and leaves a scratch file in the
+    job's workdir (so tests can cancel mid-run and check the cleanup)."""
+
+    name = "slow"
+    chunk_seconds = 0.3
+    last_workdir: ClassVar[Path | None] = None
+
+    def run(self, request, progress, workdir: Path):
+        SlowEngine.last_workdir = workdir
+        (workdir / "scratch.bin").write_bytes(b"\0" * 1024)
+        return super().run(request, progress, workdir)
+
+    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+        time.sleep(self.chunk_seconds)
+        return super().synthesize_chunk(text, language=language, speed=speed)
+
+
 DOUBLES = {
     "exploding": "tests.doubles:ExplodingEngine",
     "rejecting": "tests.doubles:RejectingEngine",
     "unavailable": "tests.doubles:UnavailableEngine",
     "tone": "tests.doubles:ToneEngine",
+    "slow": "tests.doubles:SlowEngine",
 }

@@ -77,7 +77,7 @@ class Stack:
         python = sys.executable
         self.supervisor.specs = [
             ProcessSpec("worker", [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(self.worker_threads)], self.env),
-            ProcessSpec("web", [python, "-m", "gunicorn", "config.wsgi:application", "-c", "config/gunicorn.conf.py"], self.env),
+            ProcessSpec("web", [python, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"], self.env),
         ]
         cwd = os.getcwd()
         os.chdir(ROOT)  # children run from the repository root

@@ -78,8 +78,14 @@ class Command(BaseCommand):
         return raw_key
 
     def _start_app(self, supervisor: Supervisor, port: int, processes: int, threads: int) -> None:
-        env = {"PORT": str(port), "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings")}
-        web = ProcessSpec("web", [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-c", "config/gunicorn.conf.py"], env)
+        env = {
+            "PORT": str(port),
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings"),
+            "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}"),
+            # Local development: webhooks may reach receivers on this machine.
+            "WEBHOOK_ALLOWED_NETWORKS": os.environ.get("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
+        }
+        web = ProcessSpec("web", [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"], env)
         worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}
         worker = ProcessSpec(
             "worker",
@@ -120,6 +126,7 @@ Try it:
 
     def _supervise(self, supervisor: Supervisor, stop: threading.Event) -> None:
         from jobs.services import jobs_requeue_abandoned, jobs_resend_unsent
+        from webhooks.services import webhooks_sweep
 
         next_reap = time.monotonic() + REAP_INTERVAL_S
         while not stop.wait(0.5):
@@ -129,5 +136,6 @@ Try it:
                 try:
                     jobs_resend_unsent()
                     jobs_requeue_abandoned()
+                    webhooks_sweep()
                 except Exception as exc:  # the database may be briefly busy
                     self.stderr.write(f"[reaper] {exc}")

@@ -1,0 +1,175 @@
+"""Webhook endpoints, deliveries and signing secrets over the API (thin views)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.fields import StrictCharField, StrictSerializer
+from core.pagination import NewestFirstCursorPagination
+from core.responses import iso as _iso
+from webhooks import selectors, services
+from webhooks.models import Delivery, Endpoint, SigningSecrets
+
+
+def _ip(request: Request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def endpoint_representation(endpoint: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
+    body = {
+        "id": str(endpoint.id),
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "event_types": endpoint.event_types,
+        "enabled": endpoint.is_enabled,
+        "disabled_reason": endpoint.disabled_reason or None,
+        "consecutive_failures": endpoint.consecutive_failures,
+        "created_at": _iso(endpoint.created_at),
+    }
+    if with_secret:
+        body.update(_secret_representation(endpoint))
+    return body
+
+
+def _secret_representation(holder: SigningSecrets) -> dict[str, Any]:
+    return {"secret": holder.secret, "previous_secret_expires_at": _iso(holder.previous_secret_expires_at)}
+
+
+def delivery_representation(delivery: Delivery, *, with_attempts: bool = False) -> dict[str, Any]:
+    body = {
+        "id": str(delivery.id),
+        "endpoint_id": str(delivery.endpoint_id) if delivery.endpoint_id else None,
+        "job_id": str(delivery.job_id) if delivery.job_id else None,
+        "url": delivery.url,
+        "event_type": delivery.event_type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _iso(delivery.next_attempt_at) if delivery.status == Delivery.Status.PENDING else None,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error or None,
+        "created_at": _iso(delivery.created_at),
+        "finished_at": _iso(delivery.finished_at),
+        "payload": delivery.payload,
+    }
+    if with_attempts:
+        body["attempt_log"] = [
+            {
+                "number": attempt.number,
+                "started_at": _iso(attempt.started_at),
+                "status_code": attempt.status_code,
+                "latency_ms": attempt.latency_ms,
+                "error": attempt.error or None,
+            }
+            for attempt in delivery.attempt_log.all()
+        ]
+    return body
+
+
+class _EndpointInput(StrictSerializer):
+    url = StrictCharField(max_length=2000)
+    description = StrictCharField(required=False, max_length=200, allow_blank=True)
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=services.EVENT_TYPES), required=False, max_length=len(services.EVENT_TYPES)
+    )
+    enabled = serializers.BooleanField(required=False)
+
+
+class EndpointListApi(APIView):
+    def get(self, request: Request) -> Response:
+        paginator = NewestFirstCursorPagination()
+        page = paginator.paginate_queryset(selectors.endpoint_list(tenant=request.user.tenant), request, view=self)
+        return paginator.get_paginated_response([endpoint_representation(endpoint) for endpoint in page])
+
+    def post(self, request: Request) -> Response:
+        data = _EndpointInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        endpoint = services.endpoint_create(
+            tenant=request.user.tenant, url=values["url"], event_types=values.get("event_types", []),
+            description=values.get("description", ""), actor=request.user.actor, ip=_ip(request),
+        )
+        if values.get("enabled") is False:
+            endpoint = services.endpoint_update(endpoint=endpoint, is_enabled=False, actor=request.user.actor, ip=_ip(request))
+        location = reverse("webhooks:endpoint-detail", args=[endpoint.id])
+        return Response(endpoint_representation(endpoint, with_secret=True), status=status.HTTP_201_CREATED, headers={"Location": location})
+
+
+class EndpointDetailApi(APIView):
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
+        return Response(endpoint_representation(endpoint))
+
+    def patch(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
+        data = _EndpointInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        changes = dict(data.validated_data)
+        if "enabled" in changes:
+            changes["is_enabled"] = changes.pop("enabled")
+        endpoint = services.endpoint_update(endpoint=endpoint, actor=request.user.actor, ip=_ip(request), **changes)
+        return Response(endpoint_representation(endpoint))
+
+    def delete(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
+        services.endpoint_delete(endpoint=endpoint, actor=request.user.actor, ip=_ip(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EndpointSecretApi(APIView):
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
+        return Response(_secret_representation(endpoint))
+
+
+class EndpointSecretRotateApi(APIView):
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
+        endpoint = services.endpoint_secret_rotate(endpoint=endpoint, actor=request.user.actor, ip=_ip(request))
+        return Response(_secret_representation(endpoint))
+
+
+class TenantSecretApi(APIView):
+    """The secret that signs deliveries to per-job ``webhook_url``s."""
+
+    def get(self, request: Request) -> Response:
+        return Response(_secret_representation(services.tenant_signing_secret(tenant=request.user.tenant)))
+
+
+class TenantSecretRotateApi(APIView):
+    def post(self, request: Request) -> Response:
+        holder = services.tenant_signing_secret_rotate(tenant=request.user.tenant, actor=request.user.actor, ip=_ip(request))
+        return Response(_secret_representation(holder))
+
+
+class DeliveryListApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        endpoint_id = serializers.UUIDField(required=False)
+        job_id = serializers.UUIDField(required=False)
+        status = serializers.ChoiceField(choices=Delivery.Status.choices, required=False)
+
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        deliveries = selectors.delivery_list(tenant=request.user.tenant, **filters.validated_data)
+        paginator = NewestFirstCursorPagination()
+        page = paginator.paginate_queryset(deliveries, request, view=self)
+        return paginator.get_paginated_response([delivery_representation(delivery) for delivery in page])
+
+
+class DeliveryDetailApi(APIView):
+    def get(self, request: Request, delivery_id: str) -> Response:
+        delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
+        return Response(delivery_representation(delivery, with_attempts=True))
+
+
+class DeliveryReplayApi(APIView):
+    def post(self, request: Request, delivery_id: str) -> Response:
+        delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
+        delivery = services.delivery_replay(delivery=delivery, actor=request.user.actor, ip=_ip(request))
+        return Response(delivery_representation(delivery), status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,303 @@
+"""Webhook writes: publish events, deliver them, manage endpoints and secrets.
+
+Delivery is at-least-once with one success: each attempt first claims the
+Delivery row with a conditional UPDATE (pending and due → sending, leased), so
+duplicate messages, the sweeper and a replay can never send in parallel or
+record a second success. Receivers deduplicate on ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.services import audit_record
+from core.errors import ApplicationError
+from tenants.models import Tenant
+from webhooks import signing, transport
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, TenantSigningSecret
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPES = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled")
+# Per-job webhook_url subscriptions get these unless the job names others.
+DEFAULT_JOB_EVENT_TYPES = ("job.started", "job.succeeded", "job.failed", "job.canceled")
+
+
+# ------------------------------------------------------------------ publish
+
+
+def event_publish(
+    *, tenant: Tenant, event_type: str, data: dict[str, Any], job: Any = None,
+    job_webhook_url: str = "", job_webhook_events: list[str] | None = None,
+) -> list[Delivery]:
+    """Create one Delivery per subscribed URL and send each after commit."""
+    now = timezone.now()
+    payload = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
+    targets: list[tuple[Endpoint | None, str]] = [
+        (endpoint, endpoint.url)
+        for endpoint in Endpoint.objects.filter(tenant=tenant, is_enabled=True)
+        if endpoint.wants(event_type)
+    ]
+    if job_webhook_url and event_type in (job_webhook_events or DEFAULT_JOB_EVENT_TYPES):
+        targets.append((None, job_webhook_url))
+    if not targets:
+        return []
+    deliveries = [
+        Delivery(tenant=tenant, endpoint=endpoint, job=job, url=url, event_type=event_type, payload=payload, next_attempt_at=now)
+        for endpoint, url in targets
+    ]
+    with transaction.atomic():
+        Delivery.objects.bulk_create(deliveries)
+        for delivery in deliveries:
+            transaction.on_commit(partial(_enqueue, delivery.id))
+    return deliveries
+
+
+def _enqueue(delivery_id: Any, *, delay_s: float = 0.0) -> None:
+    """Send the delivery's message; if Redis is down the sweeper sends it."""
+    from webhooks.actors import webhook_deliver
+
+    try:
+        webhook_deliver.send_with_options(args=(str(delivery_id),), delay=int(delay_s * 1000) or None)
+    except Exception:  # broker connection errors of every kind
+        logger.warning("could not enqueue a webhook delivery; the sweeper will", extra={"delivery_id": str(delivery_id)})
+
+
+# ------------------------------------------------------------------ deliver
+
+
+def _claim(delivery_id: str) -> Delivery | None:
+    now = timezone.now()
+    lease = timedelta(seconds=settings.WEBHOOK_CONNECT_TIMEOUT_S + settings.WEBHOOK_READ_TIMEOUT_S + 30)
+    claimed = Delivery.objects.filter(id=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now).update(
+        status=Delivery.Status.SENDING, locked_until=now + lease, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return None
+    return Delivery.objects.select_related("endpoint", "tenant").get(id=delivery_id)
+
+
+def _signing_secrets(delivery: Delivery, now: datetime) -> list[str]:
+    if delivery.endpoint is not None:
+        return delivery.endpoint.active_secrets(now)
+    return tenant_signing_secret(tenant=delivery.tenant).active_secrets(now)
+
+
+def _retry_delay_s(attempts: int) -> float | None:
+    """Exponential schedule from settings, with ±20 % jitter so failed
+    deliveries to one receiver do not come back all at once."""
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE_S
+    if attempts > len(schedule):
+        return None
+    return schedule[attempts - 1] * random.uniform(0.8, 1.2)
+
+
+def _is_retriable(outcome: transport.SendOutcome) -> bool:
+    if outcome.refused:
+        return False
+    code = outcome.status_code
+    return code is None or code >= 500 or code in (408, 429)  # None: timeout, connection error
+
+
+def webhook_deliver(*, delivery_id: str) -> None:
+    """One attempt: claim, sign, POST, record, then finish or schedule a retry."""
+    delivery = _claim(delivery_id)
+    if delivery is None:
+        return  # duplicate message, not due yet, or already finished
+    now = timezone.now()
+    if delivery.endpoint is not None and not delivery.endpoint.is_enabled:
+        _finish(delivery, Delivery.Status.FAILED, error="The endpoint is disabled.", count_failure=False)
+        return
+    body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    timestamp = int(now.timestamp())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "Mynah-Webhooks/1",
+        "webhook-id": str(delivery.id),
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signing.signature_header(
+            secrets_=_signing_secrets(delivery, now), msg_id=str(delivery.id), timestamp=timestamp, body=body
+        ),
+    }
+    outcome = transport.post(url=delivery.url, body=body, headers=headers)
+    DeliveryAttempt.objects.create(
+        delivery=delivery, number=delivery.attempts, started_at=now, status_code=outcome.status_code,
+        latency_ms=outcome.latency_ms, error=outcome.error, response_excerpt=outcome.response_excerpt,
+    )
+    if outcome.succeeded:
+        _finish(delivery, Delivery.Status.SUCCEEDED, status_code=outcome.status_code)
+        return
+    error = outcome.error or f"HTTP {outcome.status_code}"
+    delay = _retry_delay_s(delivery.attempts) if _is_retriable(outcome) else None
+    if delay is None or delivery.created_at + timedelta(seconds=settings.WEBHOOK_RETRY_WINDOW_S) < now + timedelta(seconds=delay):
+        _finish(delivery, Delivery.Status.FAILED, status_code=outcome.status_code, error=error, gone=outcome.status_code == 410)
+        return
+    Delivery.objects.filter(id=delivery.id, status=Delivery.Status.SENDING).update(
+        status=Delivery.Status.PENDING, next_attempt_at=now + timedelta(seconds=delay), locked_until=None,
+        last_status_code=outcome.status_code, last_error=error[:500],
+    )
+    if delay <= settings.WEBHOOK_BROKER_DELAY_MAX_S:
+        _enqueue(delivery.id, delay_s=delay)
+    # Longer waits are not parked in the broker (workers hold delayed
+    # messages in memory): the sweeper sends them when they are due.
+
+
+def _finish(
+    delivery: Delivery, status: str, *, status_code: int | None = None, error: str = "",
+    gone: bool = False, count_failure: bool = True,
+) -> None:
+    Delivery.objects.filter(id=delivery.id, status=Delivery.Status.SENDING).update(
+        status=status, finished_at=timezone.now(), locked_until=None, last_status_code=status_code, last_error=error[:500]
+    )
+    endpoint = delivery.endpoint
+    if endpoint is None:
+        return
+    if status == Delivery.Status.SUCCEEDED:
+        if endpoint.consecutive_failures:
+            Endpoint.objects.filter(id=endpoint.id).update(consecutive_failures=0)
+        return
+    if not count_failure:
+        return
+    Endpoint.objects.filter(id=endpoint.id).update(consecutive_failures=F("consecutive_failures") + 1)
+    endpoint.refresh_from_db(fields=["consecutive_failures", "is_enabled"])
+    if gone:
+        endpoint_disable(endpoint=endpoint, reason="The receiver answered 410 Gone.")
+    elif endpoint.consecutive_failures >= settings.WEBHOOK_DISABLE_AFTER_FAILURES:
+        endpoint_disable(endpoint=endpoint, reason=f"{endpoint.consecutive_failures} deliveries in a row failed.")
+
+
+def webhooks_sweep() -> int:
+    """Send what a lost message, a dead worker or a long backoff left behind.
+    Run periodically (``reap_jobs``; ``make run`` does every 30 s)."""
+    now = timezone.now()
+    Delivery.objects.filter(status=Delivery.Status.SENDING, locked_until__lt=now).update(
+        status=Delivery.Status.PENDING, locked_until=None
+    )
+    grace = timedelta(seconds=settings.WEBHOOK_SWEEP_GRACE_S)
+    due = list(
+        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace).values_list("id", flat=True)[:1000]
+    )
+    for delivery_id in due:
+        _enqueue(delivery_id)
+    return len(due)
+
+
+def delivery_replay(*, delivery: Delivery, actor: str, ip: str | None = None) -> Delivery:
+    """Send a finished delivery again (same webhook-id, same payload)."""
+    if delivery.endpoint is not None and not delivery.endpoint.is_enabled:
+        raise ApplicationError("endpoint_disabled", "The endpoint is disabled; enable it before replaying.", status=409)
+    replayed = Delivery.objects.filter(
+        id=delivery.id, status__in=[Delivery.Status.SUCCEEDED, Delivery.Status.FAILED]
+    ).update(status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), finished_at=None)
+    if not replayed:
+        raise ApplicationError("delivery_in_progress", "The delivery is still being attempted.", status=409)
+    audit_record(action="webhook_delivery.replay", actor=actor, tenant=delivery.tenant, target=delivery, ip=ip)
+    transaction.on_commit(partial(_enqueue, delivery.id))
+    delivery.refresh_from_db()
+    return delivery
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def _check_url(url: str) -> None:
+    try:
+        transport.url_check(url)
+    except transport.UnsafeTarget as exc:
+        raise ApplicationError("unsafe_webhook_url", str(exc), details={"url": url}) from None
+
+
+def _check_event_types(event_types: list[str]) -> None:
+    unknown = sorted(set(event_types) - set(EVENT_TYPES))
+    if unknown:
+        raise ApplicationError(
+            "unknown_event_type", f"Unknown event types: {', '.join(unknown)}.", details={"event_types": list(EVENT_TYPES)}
+        )
+
+
+def job_webhook_check(*, url: str, event_types: list[str] | None) -> None:
+    """Validate a per-job webhook_url (and its event filter) at submit."""
+    _check_url(url)
+    if event_types is not None:
+        _check_event_types(event_types)
+
+
+def endpoint_create(
+    *, tenant: Tenant, url: str, event_types: list[str], description: str = "", actor: str, ip: str | None = None
+) -> Endpoint:
+    _check_url(url)
+    _check_event_types(event_types)
+    endpoint = Endpoint.objects.create(
+        tenant=tenant, url=url, event_types=sorted(set(event_types)), description=description, secret=signing.secret_generate()
+    )
+    audit_record(action="webhook_endpoint.create", actor=actor, tenant=tenant, target=endpoint, ip=ip, metadata={"url": url})
+    return endpoint
+
+
+def endpoint_update(*, endpoint: Endpoint, actor: str, ip: str | None = None, **changes: Any) -> Endpoint:
+    if "url" in changes:
+        _check_url(changes["url"])
+    if "event_types" in changes:
+        _check_event_types(changes["event_types"])
+        changes["event_types"] = sorted(set(changes["event_types"]))
+    if changes.get("is_enabled") is True:
+        changes.update(disabled_reason="", disabled_at=None, consecutive_failures=0)
+    for field, value in changes.items():
+        setattr(endpoint, field, value)
+    endpoint.save()
+    audit_record(
+        action="webhook_endpoint.update", actor=actor, tenant=endpoint.tenant, target=endpoint, ip=ip,
+        metadata={"fields": sorted(changes)},
+    )
+    return endpoint
+
+
+def endpoint_disable(*, endpoint: Endpoint, reason: str) -> None:
+    """Stop sending to an endpoint that keeps failing; staff see it in admin."""
+    disabled = Endpoint.objects.filter(id=endpoint.id, is_enabled=True).update(
+        is_enabled=False, disabled_reason=reason[:300], disabled_at=timezone.now()
+    )
+    if disabled:
+        logger.warning("webhook endpoint disabled", extra={"endpoint_id": str(endpoint.id), "reason": reason})
+        audit_record(action="webhook_endpoint.disable", actor="system", tenant=endpoint.tenant, target=endpoint, metadata={"reason": reason})
+
+
+def endpoint_delete(*, endpoint: Endpoint, actor: str, ip: str | None = None) -> None:
+    audit_record(action="webhook_endpoint.delete", actor=actor, tenant=endpoint.tenant, target=endpoint, ip=ip)
+    endpoint.delete()
+
+
+def _rotate(holder: Endpoint | TenantSigningSecret) -> None:
+    holder.previous_secret = holder.secret
+    holder.previous_secret_expires_at = timezone.now() + timedelta(seconds=settings.WEBHOOK_SECRET_ROTATION_GRACE_S)
+    holder.secret = signing.secret_generate()
+    holder.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
+
+
+def endpoint_secret_rotate(*, endpoint: Endpoint, actor: str, ip: str | None = None) -> Endpoint:
+    """New secret now; the old one still signs (alongside) for the grace period."""
+    _rotate(endpoint)
+    audit_record(action="webhook_endpoint.rotate_secret", actor=actor, tenant=endpoint.tenant, target=endpoint, ip=ip)
+    return endpoint
+
+
+def tenant_signing_secret(*, tenant: Tenant) -> TenantSigningSecret:
+    holder, _ = TenantSigningSecret.objects.get_or_create(tenant=tenant, defaults={"secret": signing.secret_generate()})
+    return holder
+
+
+def tenant_signing_secret_rotate(*, tenant: Tenant, actor: str, ip: str | None = None) -> TenantSigningSecret:
+    holder = tenant_signing_secret(tenant=tenant)
+    _rotate(holder)
+    audit_record(action="webhook_secret.rotate", actor=actor, tenant=tenant, target=holder, ip=ip)
+    return holder
