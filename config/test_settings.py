@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from config.settings import *  # noqa: F403
-from config.settings import DRAMATIQ_BROKER, STORAGES
+from config.settings import DATABASES, DRAMATIQ_BROKER, STORAGES
 
 DRAMATIQ_BROKER = {**DRAMATIQ_BROKER, "BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}}
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="mynah-test-media-"))
@@ -21,3 +21,7 @@ JOB_RETRY_MAX_BACKOFF_MS = 50
 WEBHOOK_RETRY_SCHEDULE_S = [0.05, 0.1, 0.2]
 WEBHOOK_SWEEP_GRACE_S = 0.0
 WEBHOOK_ALLOWED_NETWORKS: list[str] = []  # tests that send to loopback receivers allow it explicitly
+# A file-based test database (WAL, busy timeout) rather than shared-cache
+# in-memory SQLite, whose table locks fail at once: tests that run workers in
+# threads then see the same concurrency as production.
+DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="mynah-test-db-")) / "test.sqlite3")}

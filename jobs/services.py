@@ -191,7 +191,8 @@ def _job_announce_progress(job: Job) -> None:
         job_id=job.id, event=events.PROGRESS, data={"id": str(job.id), "status": job.status, "progress": job.progress, "stage": job.stage}
     )
     now = time.monotonic()
-    if now - _progress_webhook_sent.get(job.id, 0.0) < settings.WEBHOOK_PROGRESS_INTERVAL_S:
+    last_sent = _progress_webhook_sent.get(job.id)
+    if last_sent is not None and now - last_sent < settings.WEBHOOK_PROGRESS_INTERVAL_S:
         return
     _progress_webhook_sent[job.id] = now
     try:
@@ -257,6 +258,7 @@ def job_run(*, job_id: str) -> None:
         _job_execute(job)
     finally:
         job_id_var.reset(token)
+        _progress_webhook_sent.pop(job.id, None)
 
 
 def _job_execute(job: Job) -> None:

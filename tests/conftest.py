@@ -74,6 +74,17 @@ def stub_broker():
     import dramatiq
 
     broker = dramatiq.get_broker()
+    _drop_stopped_workers(broker)
     broker.flush_all()
     yield broker
     broker.flush_all()
+    _drop_stopped_workers(broker)
+
+
+def _drop_stopped_workers(broker) -> None:
+    """A dramatiq Worker registers middleware on the broker and never removes
+    it. Left behind by a stopped test worker, it broke a later worker's
+    delayed messages (webhook retries were never delivered)."""
+    from dramatiq.worker import _WorkerMiddleware
+
+    broker.middleware[:] = [item for item in broker.middleware if not isinstance(item, _WorkerMiddleware)]

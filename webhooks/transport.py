@@ -29,6 +29,10 @@ class UnsafeTarget(Exception):
     webhooks may not reach."""
 
 
+class Unresolvable(UnsafeTarget):
+    """The host does not resolve (now): refused at registration, retried at send."""
+
+
 def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(net, strict=False) for net in settings.WEBHOOK_ALLOWED_NETWORKS]
 
