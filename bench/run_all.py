@@ -15,6 +15,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import engine_speed  # noqa: E402
 import pickup  # noqa: E402
+import sse  # noqa: E402
 import submit  # noqa: E402
 from common import ms  # noqa: E402
 
@@ -36,6 +37,11 @@ def main() -> None:
                 result = submit.run(stack.base_url, stack.api_key, 1000, concurrency, {"text": "Benchmark sentence.", "engine": "espeak"})
                 rows.append((f"submit, {concurrency} clients: accepted/s", f"{result['accepted_per_s']:.0f}"))
                 rows.append((f"submit, {concurrency} clients: p50 / p99", f"{ms(result['p50_s'])} / {ms(result['p99_s'])}"))
+            result = sse.run(stack.base_url, stack.api_key, 500, 500, 16, watch_engine="slow")
+            rows.append(("SSE: 500 streams opened in", f"{result['open_s']:.2f} s ({result['streams_ok']} ok, {result['still_open']} open at the end)"))
+            for label, key in (("without streams", "baseline"), ("with 500 open streams", "loaded")):
+                run_ = result[key]
+                rows.append((f"submit, 16 clients, {label}: accepted/s (p99)", f"{run_['accepted_per_s']:.0f} ({ms(run_['p99_s'])})"))
         finally:
             stack.stop()
     for row in engine_speed.run():

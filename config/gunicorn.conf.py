@@ -1,8 +1,8 @@
-"""Gunicorn settings for the API: Uvicorn workers serving Django's ASGI app.
+"""Gunicorn settings for the API: Uvicorn workers serving ``config.asgi``.
 
-Under ASGI a long-lived response (the SSE event stream) is a coroutine
-waiting on Redis, not a blocked thread, so hundreds of open streams do not
-take capacity from short requests; those (sync DRF views) run in threads."""
+A long-lived response (the SSE event stream) is a coroutine waiting on
+Redis, not a blocked thread, so hundreds of open streams take no capacity
+from short requests; those run in a pool of WEB_THREADS threads per process."""
 
 import os
 

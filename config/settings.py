@@ -141,7 +141,12 @@ if STORAGE == "s3":
 elif STORAGE != "local":
     raise ValueError(f"STORAGE must be 'local' or 's3', not {STORAGE!r}")
 
+# --- Web: threads per web process for regular (non-streaming) requests.
+WEB_THREADS = env_int("WEB_THREADS", 8)
+
 # --- Request limits: JSON bodies are small; uploads get their own limits.
+# No request body may exceed this (checked while it arrives, before Django).
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024)
 MAX_JSON_BODY_BYTES = env_int("MAX_JSON_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_JSON_BODY_BYTES
 TTS_MAX_TEXT_CHARS = env_int("TTS_MAX_TEXT_CHARS", 5000)

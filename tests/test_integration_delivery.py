@@ -112,3 +112,17 @@ def test_signed_webhooks_reach_a_real_receiver(stack):
     assert {payload["data"]["id"] for payload in payloads} == {job_id}
     deliveries = requests.get(f"{stack.base_url}/v1/webhook-deliveries?job_id={job_id}", headers=stack.headers(), timeout=10).json()
     assert sorted(item["status"] for item in deliveries["results"]) == ["succeeded", "succeeded"]
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(stack):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stack.web_port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/tts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + stack.api_key.encode() + b"\r\nContent-Length: 1000000000\r\n\r\n{"
+        )
+        reply = sock.recv(65536).decode()  # answered without waiting for the gigabyte
+    head, _, body = reply.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413")
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
