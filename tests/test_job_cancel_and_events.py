@@ -163,3 +163,15 @@ def test_event_stream_errors_are_json(api, tenant, other_tenant):
     response = api.get(f"/v1/jobs/{mine.id}/events", HTTP_LAST_EVENT_ID="../../etc")
     assert response.status_code == 400
     assert json.loads(response.content)["error"]["code"] == "validation_error"
+
+
+@sse_db
+def test_event_stream_falls_back_to_the_row_when_redis_is_down(api, tenant, settings):
+    from core.redis_server import free_port
+
+    job = _submit(tenant)
+    services.job_run(job_id=str(job.id))
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    frames = _stream(api, job.id)
+    assert [frame["event"] for frame in frames] == ["done"]
+    assert frames[0]["data"]["status"] == "succeeded"

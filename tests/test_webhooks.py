@@ -381,3 +381,32 @@ def test_ipv6_loopback_receiver_is_reachable_only_when_allowed(tenant, settings)
         settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
         refused = transport.post(url=receiver.url, body=b"{}", headers={})
     assert refused.refused and len(receiver.requests) == 1
+
+
+# -------------------------------------------------------------------- admin
+
+
+def test_admin_warns_about_disabled_endpoints_and_replays_deliveries(admin_client, tenant, allow_loopback, stub_broker):
+    with Receiver([Reply(410), Reply(200)]) as receiver:
+        endpoint = _endpoint(tenant, receiver.url)
+        delivery = _publish(tenant)
+        services.webhook_deliver(delivery_id=str(delivery.id))
+        page = admin_client.get("/admin/webhooks/endpoint/")
+        assert "disabled after failing deliveries" in page.content.decode()
+        admin_client.post("/admin/webhooks/endpoint/", {"action": "enable_selected", "_selected_action": [endpoint.id]})
+        response = admin_client.post("/admin/webhooks/delivery/", {"action": "replay_selected", "_selected_action": [delivery.id]})
+        assert response.status_code == 302
+        with running_worker(stub_broker):
+            _wait(lambda: Delivery.objects.get(id=delivery.id).status == "succeeded")
+    assert [item.headers["webhook-id"] for item in receiver.requests] == [str(delivery.id)] * 2
+    detail = admin_client.get(f"/admin/webhooks/delivery/{delivery.id}/change/").content.decode()
+    assert "410" in detail and "200" in detail  # every attempt is shown
+
+
+def test_admin_refuses_unsafe_endpoint_urls(admin_client, tenant, settings):
+    settings.WEBHOOK_ALLOWED_NETWORKS = []
+    response = admin_client.post(
+        "/admin/webhooks/endpoint/add/", {"tenant": tenant.id, "url": "http://169.254.169.254/", "event_types": "[]", "is_enabled": "on"}
+    )
+    assert response.status_code == 200 and "private or reserved" in response.content.decode()
+    assert not Endpoint.objects.exists()
