@@ -166,12 +166,13 @@ _WEBHOOK_EVENT_BY_STATUS = {
 _progress_webhook_sent: dict[Any, float] = {}
 
 
-def _job_announce(job: Job | Any) -> None:
+def _job_announce(job: Job | Any, *, fresh: bool = False) -> None:
     """Tell live streams and webhooks that the job changed status. Reads the
-    row again: the caller's UPDATE made its in-memory copy stale. Never fails
-    the job: events are best effort, the row is the record."""
+    row again unless ``fresh``: the caller's UPDATE made its copy stale.
+    Never fails the job: events are best effort, the row is the record."""
     try:
-        job = Job.objects.select_related("tenant").get(id=getattr(job, "id", job))
+        if not fresh:
+            job = Job.objects.select_related("tenant").get(id=getattr(job, "id", job))
         body = job_representation(job)
         events.job_event_append(job_id=job.id, event=events.DONE if job.is_terminal else events.STATUS, data=body)
         event_type = _WEBHOOK_EVENT_BY_STATUS.get(job.status)
@@ -228,7 +229,7 @@ def job_claim(*, job_id: str) -> Job | None:
     )
     if claimed:
         job = Job.objects.select_related("tenant").get(id=job_id)
-        _job_announce(job)
+        _job_announce(job, fresh=True)
         return job
     # Only now (off the hot path: every UPDATE takes SQLite's write lock) look
     # for a job that took its worker down on every attempt (segfault, OOM

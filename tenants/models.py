@@ -15,6 +15,9 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped whenever the tenant's webhook endpoints change, so workers can
+    # cache the endpoint list and still see a change by the next job they claim.
+    webhooks_version = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["slug"]

@@ -410,3 +410,20 @@ def test_admin_refuses_unsafe_endpoint_urls(admin_client, tenant, settings):
     )
     assert response.status_code == 200 and "private or reserved" in response.content.decode()
     assert not Endpoint.objects.exists()
+
+
+def test_an_endpoint_added_elsewhere_is_seen_by_the_next_job(tenant, allow_loopback):
+    """Workers cache endpoints per tenant; a change made by another process
+    (the API) bumps the tenant's version, which the next job's row carries."""
+    from django.db.models import F
+
+    from tenants.models import Tenant
+
+    assert services.event_publish(tenant=tenant, event_type="job.succeeded", data={}) == []  # cached: none
+    Endpoint.objects.create(tenant=tenant, url="http://127.0.0.1:9/hook", secret=services.signing.secret_generate())
+    Tenant.objects.filter(pk=tenant.pk).update(webhooks_version=F("webhooks_version") + 1)  # as endpoint_create does
+    stale = Tenant.objects.get(pk=tenant.pk)
+    stale.webhooks_version -= 1
+    assert services.event_publish(tenant=stale, event_type="job.succeeded", data={}) == []  # same version: cache
+    fresh = Tenant.objects.get(pk=tenant.pk)
+    assert len(services.event_publish(tenant=fresh, event_type="job.succeeded", data={})) == 1

@@ -35,6 +35,27 @@ DEFAULT_JOB_EVENT_TYPES = ("job.started", "job.succeeded", "job.failed", "job.ca
 
 # ------------------------------------------------------------------ publish
 
+# Every job event asks "who subscribed?". Workers cache the answer per tenant,
+# keyed by ``Tenant.webhooks_version``, which every endpoint change bumps: the
+# tenant row read with the job is never older than the job's claim, so a job
+# claimed after an endpoint change always sees it (and a query per event was
+# a third of a short job's run time).
+_endpoints_cache: dict[Any, tuple[int, list[Endpoint]]] = {}
+
+
+def _enabled_endpoints(tenant: Tenant) -> list[Endpoint]:
+    cached = _endpoints_cache.get(tenant.pk)
+    if cached and cached[0] == tenant.webhooks_version:
+        return cached[1]
+    endpoints = list(Endpoint.objects.filter(tenant=tenant, is_enabled=True))
+    _endpoints_cache[tenant.pk] = (tenant.webhooks_version, endpoints)
+    return endpoints
+
+
+def _endpoints_changed(tenant_id: Any) -> None:
+    Tenant.objects.filter(pk=tenant_id).update(webhooks_version=F("webhooks_version") + 1)
+    _endpoints_cache.pop(tenant_id, None)
+
 
 def event_publish(
     *, tenant: Tenant, event_type: str, data: dict[str, Any], job: Any = None,
@@ -44,9 +65,7 @@ def event_publish(
     now = timezone.now()
     payload = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
     targets: list[tuple[Endpoint | None, str]] = [
-        (endpoint, endpoint.url)
-        for endpoint in Endpoint.objects.filter(tenant=tenant, is_enabled=True)
-        if endpoint.wants(event_type)
+        (endpoint, endpoint.url) for endpoint in _enabled_endpoints(tenant) if endpoint.wants(event_type)
     ]
     if job_webhook_url and event_type in (job_webhook_events or DEFAULT_JOB_EVENT_TYPES):
         targets.append((None, job_webhook_url))
@@ -241,6 +260,7 @@ def endpoint_create(
         tenant=tenant, url=url, event_types=sorted(set(event_types)), description=description, secret=signing.secret_generate()
     )
     audit_record(action="webhook_endpoint.create", actor=actor, tenant=tenant, target=endpoint, ip=ip, metadata={"url": url})
+    _endpoints_changed(tenant.pk)
     return endpoint
 
 
@@ -255,6 +275,7 @@ def endpoint_update(*, endpoint: Endpoint, actor: str, ip: str | None = None, **
     for field, value in changes.items():
         setattr(endpoint, field, value)
     endpoint.save()
+    _endpoints_changed(endpoint.tenant_id)
     audit_record(
         action="webhook_endpoint.update", actor=actor, tenant=endpoint.tenant, target=endpoint, ip=ip,
         metadata={"fields": sorted(changes)},
@@ -267,6 +288,7 @@ def endpoint_disable(*, endpoint: Endpoint, reason: str) -> None:
     disabled = Endpoint.objects.filter(id=endpoint.id, is_enabled=True).update(
         is_enabled=False, disabled_reason=reason[:300], disabled_at=timezone.now()
     )
+    _endpoints_changed(endpoint.tenant_id)
     if disabled:
         logger.warning("webhook endpoint disabled", extra={"endpoint_id": str(endpoint.id), "reason": reason})
         audit_record(action="webhook_endpoint.disable", actor="system", tenant=endpoint.tenant, target=endpoint, metadata={"reason": reason})
@@ -275,6 +297,7 @@ def endpoint_disable(*, endpoint: Endpoint, reason: str) -> None:
 def endpoint_delete(*, endpoint: Endpoint, actor: str, ip: str | None = None) -> None:
     audit_record(action="webhook_endpoint.delete", actor=actor, tenant=endpoint.tenant, target=endpoint, ip=ip)
     endpoint.delete()
+    _endpoints_changed(endpoint.tenant_id)
 
 
 def _rotate(holder: Endpoint | TenantSigningSecret) -> None:

@@ -89,10 +89,17 @@ class Command(BaseCommand):
         worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}
         worker = ProcessSpec(
             "worker",
-            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads)],
+            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads), "--queues", "tts"],
             worker_env,
         )
-        for spec in (worker, web):
+        # Webhook deliveries wait on receivers (up to the timeouts): their own
+        # small worker, so they never queue behind generation jobs. No models.
+        webhooks = ProcessSpec(
+            "webhooks",
+            [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", "--queues", "webhooks"],
+            {**worker_env, "ENGINES_PRELOAD": ""},
+        )
+        for spec in (worker, webhooks, web):
             supervisor.specs.append(spec)
             supervisor.spawn(spec)
 
