@@ -62,9 +62,49 @@ class _PooledWsgi(WsgiToAsgiInstance):
                     break
             body.seek(0)
             self.sync_send = lambda event: asyncio.run_coroutine_threadsafe(send(event), loop).result()
-            run = WsgiToAsgiInstance.__dict__["run_wsgi_app"].func  # the plain function under @sync_to_async
             context = contextvars.copy_context()
-            await loop.run_in_executor(_executor, context.run, run, self, body)
+            await loop.run_in_executor(_executor, context.run, self._run, body)
+
+    def _run(self, body: Any) -> None:
+        """asgiref's run_wsgi_app, plus the WSGI-mandated ``close()`` of the
+        response: that is what fires ``request_finished`` (closing database
+        connections) and closes FileResponse handles."""
+        try:
+            environ = self.build_environ(self.scope, body)
+        except ValueError:  # too many duplicate headers
+            self.sync_send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
+            self.sync_send({"type": "http.response.body", "body": b"Bad Request: Too many duplicate headers"})
+            return
+        response = self.wsgi_application(environ, self.start_response)
+        try:
+            sent = 0
+            for output in response:
+                if not self.response_started:
+                    self.response_started = True
+                    self.sync_send(self.response_start)
+                if self.response_content_length is not None:
+                    output = output[: self.response_content_length - sent]
+                self.sync_send({"type": "http.response.body", "body": output, "more_body": True})
+                sent += len(output)
+                if sent == self.response_content_length:
+                    break
+        finally:
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()
+        if not self.response_started:
+            self.response_started = True
+            self.sync_send(self.response_start)
+        self.sync_send({"type": "http.response.body"})
+
+
+def _is_stream_request(scope: dict[str, Any]) -> bool:
+    """A bodiless GET of an event stream: only those reach Django's async
+    handler, which would read any body (of any size) before the view runs."""
+    if scope["method"] != "GET" or not _STREAM_PATH.match(scope["path"]):
+        return False
+    headers = dict(scope.get("headers", []))
+    return headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers
 
 
 def _declared_length(scope: dict[str, Any]) -> int:
@@ -78,14 +118,16 @@ def _declared_length(scope: dict[str, Any]) -> int:
 
 
 async def _too_large(send: Any, limit: int) -> None:
+    await _error(send, 413, "payload_too_large", f"Request body exceeds {limit} bytes.", {"limit_bytes": limit})
+
+
+async def _error(send: Any, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    """The API's error shape, answered before Django (and before the body is read)."""
     request_id = uuid.uuid4().hex
-    body = json.dumps(
-        {"error": {"code": "payload_too_large", "message": f"Request body exceeds {limit} bytes.",
-                   "details": {"limit_bytes": limit}, "request_id": request_id}}
-    ).encode()
+    body = json.dumps({"error": {"code": code, "message": message, "details": details or {}, "request_id": request_id}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"x-request-id", request_id.encode()), (b"connection", b"close")]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -103,8 +145,11 @@ async def _lifespan(receive: Any, send: Any) -> None:
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
-    elif scope["type"] == "http" and _STREAM_PATH.match(scope["path"]):
+    elif scope["type"] == "http" and _is_stream_request(scope):
         await django_asgi(scope, receive, send)
+    elif scope["type"] == "http" and scope["method"] == "GET" and _STREAM_PATH.match(scope["path"]):
+        # A stream request with a body would hold a pool thread for the stream's life.
+        await _error(send, 400, "malformed_request", "An event stream request must not have a body.")
     elif scope["type"] == "http":
         await _PooledWsgi(django_wsgi)(scope, receive, send)
     # websockets: not served

@@ -149,13 +149,15 @@ class JobEventsApi(APIView):
     async iterator that the ASGI server drives without a thread."""
 
     renderer_classes = [JSONRenderer, EventStreamRenderer]
+    http_method_names = ["get", "options"]  # no HEAD: it would open a whole stream
 
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or ""
         if last_event_id and not events.is_event_id(last_event_id):
+            field_error = [{"message": "Not an event id.", "code": "invalid"}]
             raise ApplicationError(
-                "validation_error", "Last-Event-ID must be an id this stream sent.", details={"fields": {"Last-Event-ID": [{"message": "Not an event id.", "code": "invalid"}]}}
+                "validation_error", "Last-Event-ID must be an id this stream sent.", details={"fields": {"Last-Event-ID": field_error}}
             )
         stream = job_event_stream(job_id=job.id, last_event_id=last_event_id, base_url=_base_url(request))
         response = StreamingHttpResponse(stream, content_type="text/event-stream")

@@ -25,7 +25,7 @@ from jobs import events
 from jobs.models import Job
 from jobs.representation import job_representation
 
-_REDIS_RETRY_S = 1.0
+_REDIS_RETRY_S = 3.0  # while Redis is down each stream polls the row this often
 
 
 def _frame(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
@@ -59,8 +59,8 @@ async def job_event_stream(*, job_id: Any, last_event_id: str, base_url: str) ->
             # between is read from the stream, never missed.
             try:
                 last_event_id = await _tail_id(client, key)
-            except aioredis.RedisError:
-                last_event_id = "0-0"
+            except (aioredis.RedisError, OSError):
+                last_event_id = "$"  # only what is appended from now on
             terminal, body = await _snapshot(job_id, base_url)
             if terminal:
                 yield _frame(events.DONE, body, last_event_id)

@@ -91,7 +91,10 @@ def test_large_outputs_upload_in_parts(tenant, s3_storage, tmp_path):
     claimed = services.job_claim(job_id=str(job.id))
     big = tmp_path / "big.wav"
     big.write_bytes(b"RIFF" + bytes(12 * MIB))
-    services._job_store_result(claimed, SpeechResult(path=big, format="wav", content_type="audio/wav", sample_rate=16000, duration_s=1.0, size_bytes=big.stat().st_size, chunks=1))
+    result = SpeechResult(
+        path=big, format="wav", content_type="audio/wav", sample_rate=16000, duration_s=1.0, size_bytes=big.stat().st_size, chunks=1
+    )
+    services._job_store_result(claimed, result)
     job.refresh_from_db()
     etag = s3_storage.client().head_object(Bucket=BUCKET, Key=job.result_key)["ETag"].strip('"')
     assert job.status == "succeeded"

@@ -97,7 +97,7 @@ def test_5xx_and_timeouts_retry_with_backoff_until_one_success(tenant, allow_loo
     assert len({received.headers["webhook-id"] for received in receiver.requests}) == 1
     for received in receiver.requests:
         _verify(endpoint.secret, received)
-    gaps = [later.at - earlier.at for earlier, later in zip(receiver.requests, receiver.requests[1:])]
+    gaps = [later.at - earlier.at for earlier, later in zip(receiver.requests, receiver.requests[1:], strict=False)]
     schedule = allow_loopback.WEBHOOK_RETRY_SCHEDULE_S
     assert gaps[0] >= schedule[0] * 0.8
     assert gaps[2] >= schedule[2] * 0.8
@@ -210,7 +210,7 @@ def test_job_lifecycle_reaches_a_per_job_webhook_url(api, tenant, allow_loopback
         job_id = response.json()["id"]
         received = receiver.wait_for(2)
         secret = api.get("/v1/webhook-secret").json()["secret"]
-    payloads = [_verify(secret, item) for item in received]
+    payloads = sorted((_verify(secret, item) for item in received), key=lambda payload: payload["timestamp"])
     assert [payload["type"] for payload in payloads] == ["job.started", "job.succeeded"]
     assert payloads[1]["data"]["id"] == job_id and payloads[1]["data"]["status"] == "succeeded"
     assert payloads[1]["data"]["result"]["url"].endswith(f"/v1/jobs/{job_id}/result")
@@ -310,6 +310,9 @@ def test_replay_of_a_pending_delivery_is_409(api, tenant, allow_loopback):
         "http://100.100.100.200/", "http://[fd00:ec2::254]/", "http://[fe80::1]/", "http://224.0.0.1/",
         "http://localhost:8000/", "https://localhost/", "ftp://example.com/", "file:///etc/passwd",
         "http://user:pass@127.0.0.1/", "gopher://127.0.0.1:6379/_", "http:///nohost",
+        # IPv6 forms that embed a private IPv4 address, and deprecated ones
+        "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::1]/", "http://[::127.0.0.1]/",
+        "http://[::ffff:0:7f00:1]/", "http://[fec0::1]/", "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
     ],
 )
 def test_private_loopback_metadata_and_odd_urls_are_refused(url, settings):
@@ -327,6 +330,9 @@ def test_allowlist_permits_exactly_its_networks(settings):
         transport.url_check("http://10.0.0.1/")
     assert transport.address_is_forbidden(ipaddress.ip_address("::ffff:10.0.0.1"))
     assert not transport.address_is_forbidden(ipaddress.ip_address("93.184.216.34"))
+    # NAT64 and 6to4 of a public address are fine (IPv6-only clusters use NAT64).
+    assert not transport.address_is_forbidden(ipaddress.ip_address("64:ff9b::5db8:d822"))
+    assert not transport.address_is_forbidden(ipaddress.ip_address("2002:5db8:d822::1"))
 
 
 def test_send_time_check_refuses_targets_no_longer_allowed(tenant, allow_loopback):
@@ -350,8 +356,8 @@ def test_dns_rebinding_is_caught_at_connect_time(tenant, allow_loopback, monkeyp
         monkeypatch.setattr(transport, "url_check", lambda url: None)  # the resolver said "public"
         outcome = transport.post(url=receiver.url, body=b"{}", headers={})
         services.webhook_deliver(delivery_id=str(delivery.id))
-    assert receiver.requests == []
-    assert outcome.refused and outcome.status_code is None and "127.0.0.1" in outcome.error
+    assert receiver.requests == []  # no connection was even attempted
+    assert outcome.refused and outcome.status_code is None and "private or reserved" in outcome.error
     assert Delivery.objects.get(id=delivery.id).status == "failed"
 
 
@@ -427,3 +433,41 @@ def test_an_endpoint_added_elsewhere_is_seen_by_the_next_job(tenant, allow_loopb
     assert services.event_publish(tenant=stale, event_type="job.succeeded", data={}) == []  # same version: cache
     fresh = Tenant.objects.get(pk=tenant.pk)
     assert len(services.event_publish(tenant=fresh, event_type="job.succeeded", data={})) == 1
+
+
+def test_a_stale_attempt_cannot_overwrite_a_newer_one(tenant, allow_loopback):
+    """Attempt A's lease ran out mid-send and the sweeper handed the row to
+    attempt B; A's late outcome must not touch B's result."""
+    with Receiver([Reply(404), Reply(200)]) as receiver:
+        endpoint = _endpoint(tenant, receiver.url)
+        delivery = _publish(tenant)
+        stale = services._claim(str(delivery.id))
+        Delivery.objects.filter(id=delivery.id).update(locked_until=delivery.created_at)  # lease expired
+        services.webhooks_sweep()
+        services.webhook_deliver(delivery_id=str(delivery.id))  # attempt B: the receiver answers 404
+        delivery.refresh_from_db()
+        b_status = delivery.status
+        services._record(stale, transport.SendOutcome(status_code=200, latency_ms=1, error="", response_excerpt=""), delivery.created_at)
+    delivery.refresh_from_db()
+    assert delivery.status == b_status == "failed" and delivery.attempts == 2
+    endpoint.refresh_from_db()
+    assert endpoint.consecutive_failures == 1  # only B's outcome counted
+
+
+def test_an_attempt_that_never_recorded_is_failed_by_the_sweeper_once_retries_are_spent(tenant, allow_loopback):
+    _endpoint(tenant, "http://127.0.0.1:9/hook")
+    delivery = _publish(tenant)
+    spent = len(allow_loopback.WEBHOOK_RETRY_SCHEDULE_S) + 1
+    Delivery.objects.filter(id=delivery.id).update(status="sending", attempts=spent, locked_until=delivery.created_at)
+    assert services.webhooks_sweep() == 0
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and "exhausted" in delivery.last_error
+
+
+def test_deleting_an_endpoint_does_not_lose_other_targets(tenant, allow_loopback):
+    keep = _endpoint(tenant, "http://127.0.0.1:9/keep")
+    gone = _endpoint(tenant, "http://127.0.0.1:9/gone")
+    services.event_publish(tenant=tenant, event_type="job.succeeded", data={})  # caches both
+    Endpoint.objects.filter(id=gone.id).delete()  # deleted by another process: this cache is stale
+    deliveries = services.event_publish(tenant=tenant, event_type="job.succeeded", data={}, job_webhook_url="http://127.0.0.1:9/job")
+    assert sorted(d.url for d in deliveries) == ["http://127.0.0.1:9/job", keep.url]

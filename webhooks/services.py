@@ -16,8 +16,8 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -71,6 +71,20 @@ def event_publish(
         targets.append((None, job_webhook_url))
     if not targets:
         return []
+    try:
+        return _deliveries_create(tenant, targets, job, event_type, payload, now)
+    except IntegrityError:
+        # An endpoint in this worker's cache was deleted meanwhile: retry
+        # with the current list rather than lose the event for every target.
+        _endpoints_cache.pop(tenant.pk, None)
+        current = set(Endpoint.objects.filter(tenant=tenant, is_enabled=True).values_list("id", flat=True))
+        targets = [(endpoint, url) for endpoint, url in targets if endpoint is None or endpoint.id in current]
+        return _deliveries_create(tenant, targets, job, event_type, payload, now)
+
+
+def _deliveries_create(
+    tenant: Tenant, targets: list[tuple[Endpoint | None, str]], job: Any, event_type: str, payload: dict[str, Any], now: datetime
+) -> list[Delivery]:
     deliveries = [
         Delivery(tenant=tenant, endpoint=endpoint, job=job, url=url, event_type=event_type, payload=payload, next_attempt_at=now)
         for endpoint, url in targets
@@ -149,6 +163,21 @@ def webhook_deliver(*, delivery_id: str) -> None:
         ),
     }
     outcome = transport.post(url=delivery.url, body=body, headers=headers)
+    try:
+        _record(delivery, outcome, now)
+    except Exception:
+        # Whatever failed (database), the row stays leased: the sweeper hands
+        # it back once the lease ends, and gives up once retries are spent.
+        logger.exception("could not record a webhook attempt", extra={"delivery_id": str(delivery.id)})
+
+
+def _mine(delivery: Delivery) -> Any:
+    """The delivery's row, if this attempt still holds it: a lease that ran
+    out may have been handed to another attempt, whose outcome then wins."""
+    return Delivery.objects.filter(id=delivery.id, status=Delivery.Status.SENDING, attempts=delivery.attempts)
+
+
+def _record(delivery: Delivery, outcome: transport.SendOutcome, now: datetime) -> None:
     DeliveryAttempt.objects.create(
         delivery=delivery, number=delivery.attempts, started_at=now, status_code=outcome.status_code,
         latency_ms=outcome.latency_ms, error=outcome.error, response_excerpt=outcome.response_excerpt,
@@ -158,28 +187,32 @@ def webhook_deliver(*, delivery_id: str) -> None:
         return
     error = outcome.error or f"HTTP {outcome.status_code}"
     delay = _retry_delay_s(delivery.attempts) if _is_retriable(outcome) else None
-    if delay is None or delivery.created_at + timedelta(seconds=settings.WEBHOOK_RETRY_WINDOW_S) < now + timedelta(seconds=delay):
+    if delay is None or _past_window(delivery, now + timedelta(seconds=delay)):
         _finish(delivery, Delivery.Status.FAILED, status_code=outcome.status_code, error=error, gone=outcome.status_code == 410)
         return
-    Delivery.objects.filter(id=delivery.id, status=Delivery.Status.SENDING).update(
+    rescheduled = _mine(delivery).update(
         status=Delivery.Status.PENDING, next_attempt_at=now + timedelta(seconds=delay), locked_until=None,
         last_status_code=outcome.status_code, last_error=error[:500],
     )
-    if delay <= settings.WEBHOOK_BROKER_DELAY_MAX_S:
+    if rescheduled and delay <= settings.WEBHOOK_BROKER_DELAY_MAX_S:
         _enqueue(delivery.id, delay_s=delay)
     # Longer waits are not parked in the broker (workers hold delayed
     # messages in memory): the sweeper sends them when they are due.
+
+
+def _past_window(delivery: Delivery, when: datetime) -> bool:
+    return delivery.created_at + timedelta(seconds=settings.WEBHOOK_RETRY_WINDOW_S) < when
 
 
 def _finish(
     delivery: Delivery, status: str, *, status_code: int | None = None, error: str = "",
     gone: bool = False, count_failure: bool = True,
 ) -> None:
-    Delivery.objects.filter(id=delivery.id, status=Delivery.Status.SENDING).update(
+    finished = _mine(delivery).update(
         status=status, finished_at=timezone.now(), locked_until=None, last_status_code=status_code, last_error=error[:500]
     )
     endpoint = delivery.endpoint
-    if endpoint is None:
+    if endpoint is None or not finished:
         return
     if status == Delivery.Status.SUCCEEDED:
         if endpoint.consecutive_failures:
@@ -199,9 +232,16 @@ def webhooks_sweep() -> int:
     """Send what a lost message, a dead worker or a long backoff left behind.
     Run periodically (``reap_jobs``; ``make run`` does every 30 s)."""
     now = timezone.now()
-    Delivery.objects.filter(status=Delivery.Status.SENDING, locked_until__lt=now).update(
-        status=Delivery.Status.PENDING, locked_until=None
+    expired_leases = Delivery.objects.filter(status=Delivery.Status.SENDING, locked_until__lt=now)
+    # An attempt that never recorded its outcome (worker died, database error)
+    # counts as made: past the schedule or the window, the delivery fails.
+    exhausted = Q(attempts__gt=len(settings.WEBHOOK_RETRY_SCHEDULE_S)) | Q(
+        created_at__lt=now - timedelta(seconds=settings.WEBHOOK_RETRY_WINDOW_S)
     )
+    expired_leases.filter(exhausted).update(
+        status=Delivery.Status.FAILED, finished_at=now, locked_until=None, last_error="No outcome recorded; retries exhausted."
+    )
+    expired_leases.update(status=Delivery.Status.PENDING, locked_until=None)
     grace = timedelta(seconds=settings.WEBHOOK_SWEEP_GRACE_S)
     due = list(
         Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace).values_list("id", flat=True)[:1000]
@@ -274,7 +314,7 @@ def endpoint_update(*, endpoint: Endpoint, actor: str, ip: str | None = None, **
         changes.update(disabled_reason="", disabled_at=None, consecutive_failures=0)
     for field, value in changes.items():
         setattr(endpoint, field, value)
-    endpoint.save()
+    endpoint.save(update_fields=[*changes, "updated_at"])  # never write back a stale secret or state
     _endpoints_changed(endpoint.tenant_id)
     audit_record(
         action="webhook_endpoint.update", actor=actor, tenant=endpoint.tenant, target=endpoint, ip=ip,

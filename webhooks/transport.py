@@ -1,10 +1,12 @@
 """SSRF-safe HTTP for webhooks.
 
-Targets are checked twice: when a URL is registered (every address its host
-resolves to), and on every send, against the address the socket actually
-connected to. The second check is what defeats DNS rebinding: whatever a name
-resolves to at send time, no byte is sent to a forbidden address. Redirects
-are never followed, and proxies from the environment are not used.
+Targets are checked when a URL is registered (every address its host
+resolves to) and again on every send, where the connection itself resolves
+the name, drops forbidden addresses and connects only to an allowed one.
+That defeats DNS rebinding (whatever the name resolves to at send time, no
+connection is made to a forbidden address) and leaves nothing to learn about
+private hosts or ports. Redirects are never followed; environment proxies
+are not used.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
 from django.conf import settings
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _RESPONSE_EXCERPT_BYTES = 500
@@ -37,14 +41,34 @@ def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(net, strict=False) for net in settings.WEBHOOK_ALLOWED_NETWORKS]
 
 
+# IPv6 prefixes that carry an IPv4 address a router may translate to: the
+# embedded address is judged instead (NAT64 is how IPv6-only clusters reach
+# IPv4 receivers, so it cannot simply be refused).
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# Deprecated or tunnelling forms with no business being a webhook target.
+_REFUSED_V6 = (
+    ipaddress.ip_network("::/96"),  # IPv4-compatible
+    ipaddress.ip_network("::ffff:0:0:0/96"),  # IPv4-translated
+    ipaddress.ip_network("2001::/32"),  # Teredo
+    ipaddress.ip_network("fec0::/10"),  # site-local
+)
+
+
 def address_is_forbidden(address: IPAddress) -> bool:
     """Anything but a public unicast address: loopback, private, link-local
     (169.254.169.254 metadata), carrier-grade NAT (100.100.100.200 metadata),
-    multicast, reserved, unspecified; IPv4-mapped IPv6 is judged as IPv4."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    multicast, reserved, unspecified. IPv6 forms that embed an IPv4 address
+    (mapped, 6to4, NAT64) are judged by that address."""
     if any(address in network for network in _allowed_networks()):
         return False
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and any(address in network for network in _NAT64):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_is_forbidden(embedded)
+        if any(address in network for network in _REFUSED_V6):
+            return True
     return address.is_multicast or not address.is_global
 
 
@@ -69,25 +93,55 @@ def url_check(url: str) -> None:
             raise UnsafeTarget(f"The host '{parts.hostname}' resolves to a private or reserved address ({address}).")
 
 
-def _check_peer(sock: socket.socket) -> None:
-    peer = ipaddress.ip_address(sock.getpeername()[0].split("%", 1)[0])
-    if address_is_forbidden(peer):
-        sock.close()
-        raise UnsafeTarget(f"Refusing to send to a private or reserved address ({peer}).")
+def _address(sockaddr: tuple[Any, ...]) -> IPAddress:
+    return ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+
+
+def _connect_vetted(connection: HTTPConnection) -> socket.socket:
+    """Resolve, drop forbidden addresses, connect only to an allowed one.
+    The TLS layer still verifies the certificate against the host name. No
+    connection is ever attempted to a forbidden address, so the outcome says
+    nothing about private hosts or ports (no scanning through webhooks)."""
+    try:
+        infos = socket.getaddrinfo(connection.host, connection.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise Unresolvable(f"The host '{connection.host}' does not resolve.") from None
+    allowed = [info for info in infos if not address_is_forbidden(_address(info[4]))]
+    if not allowed:
+        raise UnsafeTarget("The host resolves only to private or reserved addresses.")
+    timeout = connection.timeout if isinstance(connection.timeout, (int, float)) else settings.WEBHOOK_CONNECT_TIMEOUT_S
+    error: Exception | None = None
+    for family, kind, proto, _, sockaddr in allowed:
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sockaddr)
+        except TimeoutError as exc:
+            sock.close()
+            error = ConnectTimeoutError(connection, f"Connection to {connection.host} timed out.")
+            error.__cause__ = exc
+            continue
+        except OSError as exc:
+            sock.close()
+            error = NewConnectionError(connection, f"Failed to establish a new connection: {exc}")
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if address_is_forbidden(_address(sock.getpeername())):  # belt and braces
+            sock.close()
+            raise UnsafeTarget("The host resolves only to private or reserved addresses.")
+        return sock
+    assert error is not None
+    raise error
 
 
 class _GuardedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _check_peer(sock)
-        return sock
+        return _connect_vetted(self)
 
 
 class _GuardedHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _check_peer(sock)  # before the TLS handshake: nothing is sent
-        return sock
+        return _connect_vetted(self)  # then the TLS handshake, with SNI and checks for self.host
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):
@@ -128,11 +182,16 @@ def post(*, url: str, body: bytes, headers: dict[str, str]) -> SendOutcome:
         url_check(url)
         response = _manager.request(
             "POST", url, body=body, headers=headers, redirect=False, preload_content=False,
-            timeout=urllib3.Timeout(connect=settings.WEBHOOK_CONNECT_TIMEOUT_S, read=settings.WEBHOOK_READ_TIMEOUT_S),
+            timeout=urllib3.Timeout(
+                connect=settings.WEBHOOK_CONNECT_TIMEOUT_S,
+                read=settings.WEBHOOK_READ_TIMEOUT_S,
+                # A receiver that drips bytes may not stretch one attempt past its lease.
+                total=settings.WEBHOOK_CONNECT_TIMEOUT_S + settings.WEBHOOK_READ_TIMEOUT_S,
+            ),
         )
         try:
             status_code = response.status
-            excerpt = response.read(_RESPONSE_EXCERPT_BYTES, decode_content=False).decode("utf-8", "replace")
+            excerpt = response.read(_RESPONSE_EXCERPT_BYTES, decode_content=False).decode("utf-8", "replace").replace("\x00", "")
             if 300 <= status_code < 400:
                 error = "Redirects are not followed; configure the final URL."
         finally:
