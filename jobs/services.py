@@ -181,8 +181,6 @@ def _job_announce(job: Job | Any, *, fresh: bool = False) -> None:
                 tenant=job.tenant, event_type=event_type, data=body, job=job,
                 job_webhook_url=job.webhook_url, job_webhook_events=job.webhook_events,
             )
-        if job.is_terminal:
-            _progress_webhook_sent.pop(job.id, None)
     except Exception:  # a database hiccup must not turn a finished job into a retry
         logger.warning("could not announce a job event", exc_info=True)
 
