@@ -38,6 +38,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
+    "core.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -157,6 +158,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["core.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.TenantRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -231,6 +233,16 @@ WEBHOOK_SECRET_ROTATION_GRACE_S = env_int("WEBHOOK_SECRET_ROTATION_GRACE_S", 24 
 # CIDRs webhooks may reach although private (e.g. "10.0.0.0/8" for an
 # internal receiver; tests and local dev: "127.0.0.0/8,::1/128").
 WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", [])
+
+# --- Tenant limits (defaults; each tenant may override them in the admin).
+TENANT_RATE_LIMIT_PER_MINUTE = env_int("TENANT_RATE_LIMIT_PER_MINUTE", 1200)
+TENANT_KEY_RATE_LIMIT_PER_MINUTE = env_int("TENANT_KEY_RATE_LIMIT_PER_MINUTE", 600)
+TENANT_MAX_ACTIVE_JOBS = env_int("TENANT_MAX_ACTIVE_JOBS", 1000)
+TENANT_MONTHLY_SECONDS_QUOTA = env_int("TENANT_MONTHLY_SECONDS_QUOTA", 0)  # 0: unlimited
+# Fair share: jobs of one tenant handed to the broker at once; the rest wait
+# in the database and are released as these finish, so one tenant's burst
+# queues in front of others by at most this many jobs.
+TENANT_MAX_IN_FLIGHT = env_int("TENANT_MAX_IN_FLIGHT", 8)
 
 API_KEY_CUSTOM_HEADER = None
 API_KEY_LAST_USED_RESOLUTION_S = env_float("API_KEY_LAST_USED_RESOLUTION_S", 60.0)

@@ -25,3 +25,6 @@ WEBHOOK_ALLOWED_NETWORKS: list[str] = []  # tests that send to loopback receiver
 # in-memory SQLite, whose table locks fail at once: tests that run workers in
 # threads then see the same concurrency as production.
 DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="mynah-test-db-")) / "test.sqlite3")}
+# Generous limits; the tests of limits set their own.
+TENANT_RATE_LIMIT_PER_MINUTE = 1_000_000
+TENANT_KEY_RATE_LIMIT_PER_MINUTE = 1_000_000

@@ -53,3 +53,16 @@ class BodySizeLimitMiddleware:
                     413, "payload_too_large", f"Request body exceeds {limit} bytes.", {"limit_bytes": limit}
                 )
         return self.get_response(request)
+
+
+class RateLimitHeadersMiddleware:
+    """Adds ``RateLimit-*`` headers computed by the throttle (on 429s too)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        for name, value in getattr(request, "ratelimit_headers", {}).items():
+            response[name] = value
+        return response

@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from core.errors import ApplicationError
 from tenants.models import ApiKey, Tenant
 
 
@@ -59,7 +60,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         if api_key is None or api_key.has_expired or not api_key.is_valid(raw_key):
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         if not api_key.tenant.is_active:
-            raise exceptions.AuthenticationFailed("This tenant is suspended.")
+            raise ApplicationError("tenant_suspended", "This tenant is suspended; contact support.", status=403)
         return api_key
 
     @staticmethod

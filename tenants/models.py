@@ -19,6 +19,18 @@ class Tenant(models.Model):
     # cache the endpoint list and still see a change by the next job they claim.
     webhooks_version = models.PositiveIntegerField(default=0, editable=False)
 
+    # Limits; empty means the deployment's default (settings TENANT_*).
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, help_text="API requests per minute, whole tenant.")
+    key_rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, help_text="API requests per minute, per key.")
+    max_active_jobs = models.PositiveIntegerField(null=True, blank=True, help_text="Queued + running jobs.")
+    monthly_seconds_quota = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Generated audio/video seconds per calendar month (UTC); 0 = unlimited."
+    )
+    max_in_flight = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs handed to the workers at once (fair share); the rest wait their turn."
+    )
+    allow_high_priority = models.BooleanField(default=False)
+
     class Meta:
         ordering = ["slug"]
 
@@ -36,3 +48,20 @@ class ApiKey(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+
+class UsagePeriod(models.Model):
+    """Generated seconds and cache hits of one tenant in one calendar month (UTC)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_periods")
+    period = models.CharField(max_length=7)  # "2026-11"
+    audio_seconds = models.FloatField(default=0)
+    video_seconds = models.FloatField(default=0)
+    jobs_succeeded = models.PositiveIntegerField(default=0)
+    cache_hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "period"], name="usage_one_row_per_period")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.period}"

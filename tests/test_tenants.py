@@ -72,7 +72,7 @@ def test_missing_malformed_and_wrong_keys_are_401(tenant):
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_revoked_expired_and_suspended_keys_are_401(tenant):
+def test_revoked_and_expired_keys_are_401_and_a_suspended_tenant_is_403(tenant):
     revoked, revoked_raw = api_key_create(tenant=tenant, name="r")
     api_key_revoke(api_key=revoked)
     _, expired_raw = api_key_create(tenant=tenant, name="e", expires_at=timezone.now() - timedelta(seconds=1))
@@ -84,7 +84,7 @@ def test_revoked_expired_and_suspended_keys_are_401(tenant):
     Tenant.objects.filter(pk=tenant.pk).update(is_active=False)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {active_raw}")
-    assert _status_and_code(client) == (401, "invalid_api_key")
+    assert _status_and_code(client) == (403, "tenant_suspended")
 
 
 def test_last_used_is_recorded_but_not_written_on_every_request(api, django_assert_max_num_queries):

@@ -1,0 +1,38 @@
+"""A tenant's effective limits: its own values, else the deployment's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.conf import settings
+
+from tenants.models import Tenant
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    rate_limit_per_minute: int
+    key_rate_limit_per_minute: int
+    max_active_jobs: int
+    monthly_seconds_quota: int  # 0: unlimited
+    max_in_flight: int
+    allow_high_priority: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pick(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def tenant_limits(tenant: Tenant) -> TenantLimits:
+    return TenantLimits(
+        rate_limit_per_minute=_pick(tenant.rate_limit_per_minute, settings.TENANT_RATE_LIMIT_PER_MINUTE),
+        key_rate_limit_per_minute=_pick(tenant.key_rate_limit_per_minute, settings.TENANT_KEY_RATE_LIMIT_PER_MINUTE),
+        max_active_jobs=_pick(tenant.max_active_jobs, settings.TENANT_MAX_ACTIVE_JOBS),
+        monthly_seconds_quota=_pick(tenant.monthly_seconds_quota, settings.TENANT_MONTHLY_SECONDS_QUOTA),
+        max_in_flight=_pick(tenant.max_in_flight, settings.TENANT_MAX_IN_FLIGHT),
+        allow_high_priority=tenant.allow_high_priority,
+    )

@@ -1,0 +1,34 @@
+"""DRF throttle backed by the Redis limiter: per API key and per tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from tenants.limits import tenant_limits
+from tenants.ratelimit import rate_limit_check
+
+
+class TenantRateThrottle(BaseThrottle):
+    def allow_request(self, request: Request, view: Any) -> bool:
+        client = request.user
+        if client is None or not getattr(client, "is_authenticated", False):
+            return True  # authentication answers first (401)
+        limits = tenant_limits(client.tenant)
+        decision = rate_limit_check(
+            buckets={
+                f"key:{client.api_key.pk}": limits.key_rate_limit_per_minute,
+                f"tenant:{client.tenant.pk}": limits.rate_limit_per_minute,
+            }
+        )
+        self.decision = decision
+        if decision is not None:
+            # Picked up by core.middleware.RateLimitHeadersMiddleware, also for 429s.
+            request._request.ratelimit_headers = decision.headers()  # type: ignore[attr-defined]
+        return decision is None or decision.allowed
+
+    def wait(self) -> float | None:
+        decision = getattr(self, "decision", None)
+        return decision.retry_after_s if decision else None
