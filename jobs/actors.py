@@ -5,15 +5,24 @@ from django.conf import settings
 
 from jobs import services
 
-
-@dramatiq.actor(
-    queue_name="tts",
+_JOB_ACTOR_OPTIONS = {
     # Attempts are counted on the Job row (services decide retry vs fail);
     # this bounds redeliveries, including ones after database errors.
-    max_retries=settings.JOB_MAX_ATTEMPTS + 2,
-    min_backoff=settings.JOB_RETRY_MIN_BACKOFF_MS,
-    max_backoff=settings.JOB_RETRY_MAX_BACKOFF_MS,
-    time_limit=settings.JOB_TIME_LIMIT_S * 1000,
-)
+    "max_retries": settings.JOB_MAX_ATTEMPTS + 2,
+    "min_backoff": settings.JOB_RETRY_MIN_BACKOFF_MS,
+    "max_backoff": settings.JOB_RETRY_MAX_BACKOFF_MS,
+    "time_limit": settings.JOB_TIME_LIMIT_S * 1000,
+}
+
+
+# Lower priority values run first among the messages a worker already holds.
+@dramatiq.actor(queue_name="tts", priority=10, **_JOB_ACTOR_OPTIONS)
 def tts_job_run(job_id: str) -> None:
+    services.job_run(job_id=job_id)
+
+
+@dramatiq.actor(queue_name="tts-high", priority=0, **_JOB_ACTOR_OPTIONS)
+def tts_job_run_high(job_id: str) -> None:
+    """High priority: its own queue (Redis has no per-message priority), so it
+    never waits behind a normal backlog; workers take it first."""
     services.job_run(job_id=job_id)

@@ -48,6 +48,8 @@ class TtsCreateApi(APIView):
         format = serializers.ChoiceField(choices=sorted(FORMATS), default="wav")
         speed = StrictFloatField(required=False, default=1.0, min_value=0.5, max_value=2.0)
         metadata = MetadataField(required=False, default=dict)
+        priority = serializers.ChoiceField(choices=Job.Priority.choices, default=Job.Priority.NORMAL)
+        cache = serializers.BooleanField(default=True, help_text="false: always run the engine, even for a repeated request")
         webhook_url = StrictCharField(required=False, max_length=2000)
         webhook_events = serializers.ListField(
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
@@ -71,6 +73,8 @@ class TtsCreateApi(APIView):
         client = request.user
         job = services.job_submit_tts(
             webhook=webhook,
+            priority=values["priority"],
+            use_cache=values["cache"],
             tenant=client.tenant,
             api_key=client.api_key,
             params=params,

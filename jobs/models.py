@@ -39,6 +39,12 @@ class Job(models.Model):
     # Per-job webhook (signed with the tenant's signing secret).
     webhook_url = models.URLField(max_length=2000, blank=True)
     webhook_events = models.JSONField(null=True, blank=True)  # null: the default event types
+    # Dedup: a hash of the tenant-visible generation inputs. A job with the
+    # key of a finished job reuses its output (cache_hit, no engine run); one
+    # with the key of a job still running waits for it (dedup_of).
+    dedup_key = models.CharField(max_length=64, blank=True)
+    dedup_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followers")
+    cache_hit = models.BooleanField(default=False)
 
     progress = models.PositiveSmallIntegerField(default=0)
     stage = models.CharField(max_length=40, default="queued")
@@ -63,6 +69,8 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at", "-id"], name="job_tenant_newest"),
             models.Index(fields=["status", "enqueued_at"], name="job_status_enqueued"),
+            models.Index(fields=["tenant", "status", "enqueued_at"], name="job_tenant_dispatch"),
+            models.Index(fields=["tenant", "dedup_key", "status"], name="job_tenant_dedup"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(progress__lte=100), name="job_progress_lte_100"),

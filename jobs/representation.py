@@ -52,6 +52,6 @@ def job_representation(job: Job, *, base_url: str | None = None) -> dict[str, An
         "input": job.input,
         "result": _result(job, base_url or settings.PUBLIC_BASE_URL),
         "error": error,
-        "cache_hit": False,
+        "cache_hit": job.cache_hit,
         "metadata": job.metadata,
     }

@@ -7,6 +7,8 @@ concurrent workers and cancellation safe without locks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import tempfile
 import threading
@@ -36,7 +38,10 @@ from engines.tts.base import SpeechRequest, SpeechResult
 from jobs import events
 from jobs.models import Job
 from jobs.representation import job_representation
+from tenants.limits import TenantLimits, tenant_limits
 from tenants.models import ApiKey, Tenant
+from tenants.selectors import usage_get
+from tenants.services import usage_record
 from webhooks.services import event_publish
 
 logger = logging.getLogger(__name__)
@@ -101,37 +106,163 @@ def tts_params_resolve(*, text: str, language: str | None, engine: str | None, f
     return TtsParams(text=text, language=language, engine=engine, format=format, speed=speed)
 
 
+def _dedup_key(*, tenant: Tenant, kind: str, engine: str, inputs: dict[str, Any]) -> str:
+    """Identical requests hash alike: text is compared with its whitespace
+    collapsed (it is already NFC), everything else exactly."""
+    normalized = {**inputs, "text": " ".join(str(inputs.get("text", "")).split())}
+    material = json.dumps({"tenant": str(tenant.pk), "kind": kind, "engine": engine, "inputs": normalized}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _dedup_source(*, tenant: Tenant, dedup_key: str) -> Job | None:
+    """A finished job whose output is still kept, else a job still being
+    made (not itself waiting on another)."""
+    now = timezone.now()
+    finished = Q(status=Status.SUCCEEDED, result_expires_at__gt=now)
+    in_progress = Q(status__in=[Status.QUEUED, Status.RUNNING], dedup_of__isnull=True)
+    candidates = list(Job.objects.filter(finished | in_progress, tenant=tenant, dedup_key=dedup_key).order_by("-created_at")[:20])
+    succeeded = [job for job in candidates if job.status == Status.SUCCEEDED]
+    return (succeeded or candidates or [None])[0]
+
+
+def _check_quotas(*, tenant: Tenant, limits: TenantLimits) -> None:
+    active = Job.objects.filter(tenant=tenant, status__in=[Status.QUEUED, Status.RUNNING]).count()
+    if active >= limits.max_active_jobs:
+        raise ApplicationError(
+            "too_many_active_jobs", f"The tenant has {active} queued or running jobs; the limit is {limits.max_active_jobs}.",
+            status=429, details={"active_jobs": active, "limit": limits.max_active_jobs},
+        )
+    if limits.monthly_seconds_quota:
+        usage = usage_get(tenant=tenant)
+        used = usage.audio_seconds + usage.video_seconds
+        if used >= limits.monthly_seconds_quota:
+            raise ApplicationError(
+                "quota_exceeded", f"This month's {limits.monthly_seconds_quota} generated seconds are used up.",
+                status=402, details={"used_seconds": round(used, 3), "quota_seconds": limits.monthly_seconds_quota, "period": usage.period},
+            )
+
+
 def job_submit_tts(
     *, tenant: Tenant, api_key: ApiKey | None, params: TtsParams, metadata: dict[str, Any], actor: str, ip: str | None,
-    webhook: WebhookTarget | None = None,
+    webhook: WebhookTarget | None = None, priority: str = Job.Priority.NORMAL, use_cache: bool = True,
 ) -> Job:
+    """Create a speech job. An identical finished request of the tenant is
+    reused at once (``cache_hit``, no engine run, no quota seconds); an
+    identical one still running is joined. Otherwise the job queues, and the
+    fair-share dispatcher hands it to the workers."""
     webhook = webhook or WebhookTarget()
+    limits = tenant_limits(tenant)
+    if priority == Job.Priority.HIGH and not limits.allow_high_priority:
+        raise ApplicationError("priority_not_allowed", "This tenant may not submit high-priority jobs.", status=403)
+    inputs = {"text": params.text, "language": params.language, "format": params.format, "speed": params.speed}
+    dedup_key = _dedup_key(tenant=tenant, kind=Job.Kind.TTS, engine=params.engine, inputs=inputs) if use_cache else ""
     with transaction.atomic():
+        # One tenant's submissions in turn, so quota checks are exact (SQLite's
+        # IMMEDIATE transactions already serialize writers; this is for Postgres).
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
+        source = _dedup_source(tenant=tenant, dedup_key=dedup_key) if dedup_key else None
+        if source is None or source.status != Status.SUCCEEDED:
+            _check_quotas(tenant=tenant, limits=limits)  # a reused output costs nothing
         job = Job.objects.create(
-            tenant=tenant,
-            api_key=api_key,
-            kind=Job.Kind.TTS,
-            engine=params.engine,
-            input={"text": params.text, "language": params.language, "format": params.format, "speed": params.speed},
-            metadata=metadata,
-            webhook_url=webhook.url,
-            webhook_events=webhook.events,
+            tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, input=inputs, metadata=metadata,
+            priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=dedup_key,
+            dedup_of=source, cache_hit=source is not None,
         )
-        audit_record(action="job.create", actor=actor, tenant=tenant, target=job, ip=ip, metadata={"kind": job.kind, "engine": job.engine})
-        # Enqueue only once the row is visible to workers.
-        transaction.on_commit(partial(job_enqueue, job_id=job.id))
+        audit_record(
+            action="job.create", actor=actor, tenant=tenant, target=job, ip=ip,
+            metadata={"kind": job.kind, "engine": job.engine, "cache_hit": job.cache_hit},
+        )
+        if source is not None and source.status == Status.SUCCEEDED:
+            _job_copy_result(job, source)
+            transaction.on_commit(partial(_job_announce, job.id))
+        elif source is None:
+            # Dispatch only once the row is visible to workers.
+            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk))
+        # else: it waits for its source, which finishes it (_followers_finish).
+    job.refresh_from_db()
     return job
 
 
-def job_enqueue(*, job_id: Any) -> bool:
-    """Send the job's message. If Redis is down the job stays queued with
-    ``enqueued_at`` null, and ``reap_jobs`` sends it later: nothing is lost."""
-    from jobs.actors import tts_job_run
+def _job_copy_result(job: Job, source: Job) -> None:
+    """Finish ``job`` with ``source``'s output: the same stored object, no copy."""
+    now = timezone.now()
+    Job.objects.filter(id=job.id).update(
+        status=Status.SUCCEEDED, progress=100, stage="done", started_at=now, finished_at=now, cache_hit=True,
+        result_key=source.result_key, result_content_type=source.result_content_type, result_duration_s=source.result_duration_s,
+        result_size_bytes=source.result_size_bytes, result_expires_at=source.result_expires_at,
+    )
+    usage_record(tenant_id=job.tenant_id, cache_hits=1)
 
+
+def _followers_finish(source: Job) -> None:
+    """The jobs that joined ``source`` end as it did: with its output, with its
+    error, or (if it was canceled) they are dispatched to run themselves."""
+    source.refresh_from_db()
+    followers = list(Job.objects.filter(dedup_of=source, status=Status.QUEUED))
+    if not followers:
+        return
+    if source.status == Status.SUCCEEDED:
+        for follower in followers:
+            _job_copy_result(follower, source)
+    elif source.status == Status.FAILED:
+        Job.objects.filter(id__in=[f.id for f in followers], status=Status.QUEUED).update(
+            status=Status.FAILED, stage="failed", finished_at=timezone.now(),
+            error_code=source.error_code, error_message=source.error_message,
+        )
+    else:  # canceled or expired: nobody else's output to wait for
+        Job.objects.filter(id__in=[f.id for f in followers], status=Status.QUEUED).update(dedup_of=None, cache_hit=False)
+        jobs_dispatch(tenant_id=source.tenant_id)
+        return
+    for follower in followers:
+        _job_announce(follower.id)
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def jobs_dispatch(*, tenant_id: Any) -> int:
+    """Fair share: hand the tenant's waiting jobs to the broker while fewer
+    than ``max_in_flight`` of its jobs are there or running; high priority and
+    older first. Called after a submit, when a job ends, and by the reaper. A
+    burst of one tenant thus sits in the database, not in front of everyone
+    else in the queue. Returns how many were sent."""
+    tenant = Tenant.objects.get(pk=tenant_id)
+    limits = tenant_limits(tenant)
+    in_flight = Job.objects.filter(tenant_id=tenant_id, status__in=[Status.QUEUED, Status.RUNNING], enqueued_at__isnull=False).count()
+    free = limits.max_in_flight - in_flight
+    if free <= 0:
+        return 0
+    waiting = Job.objects.filter(tenant_id=tenant_id, status=Status.QUEUED, enqueued_at__isnull=True, dedup_of__isnull=True)
+    sent = 0
+    for job_id in waiting.order_by("priority", "created_at").values_list("id", flat=True)[:free]:
+        # Mark first (conditionally), so concurrent dispatchers never send one job twice.
+        if Job.objects.filter(id=job_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now()):
+            if _job_send(job_id):
+                sent += 1
+            else:
+                Job.objects.filter(id=job_id).update(enqueued_at=None)
+                break  # the broker is down: the reaper dispatches later
+    return sent
+
+
+def _job_send(job_id: Any) -> bool:
+    from jobs.actors import tts_job_run, tts_job_run_high
+
+    priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first()
+    actor = tts_job_run_high if priority == Job.Priority.HIGH else tts_job_run
     try:
-        tts_job_run.send(str(job_id))
+        actor.send(str(job_id))
     except Exception:  # redis/dramatiq connection errors of every kind
-        logger.warning("enqueue failed; reap_jobs will re-send", extra={"job_id": str(job_id)}, exc_info=True)
+        logger.warning("enqueue failed; the reaper will send it", extra={"job_id": str(job_id)}, exc_info=True)
+        return False
+    return True
+
+
+def job_enqueue(*, job_id: Any) -> bool:
+    """Send (again) a job that is already in flight: a message presumed lost,
+    or a job whose worker died. If Redis is down nothing changes and the
+    reaper tries again later: nothing is lost."""
+    if not _job_send(job_id):
         return False
     Job.objects.filter(id=job_id).update(enqueued_at=timezone.now())
     return True
@@ -151,6 +282,8 @@ def job_cancel(*, job: Job, actor: str, ip: str | None) -> Job:
         )
     audit_record(action="job.cancel", actor=actor, tenant=job.tenant, target=job, ip=ip)
     _job_announce(job)
+    _followers_finish(job)  # jobs that joined it run on their own now
+    jobs_dispatch(tenant_id=job.tenant_id)  # a queued job in flight freed a slot
     return job
 
 
@@ -258,6 +391,16 @@ def job_run(*, job_id: str) -> None:
     finally:
         job_id_var.reset(token)
         _progress_webhook_sent.pop(job.id, None)
+        _after_job(job)
+
+
+def _after_job(job: Job) -> None:
+    """A slot of the tenant is free (unless the job is back for a retry): let
+    its next waiting job in. Never raises: the reaper dispatches as well."""
+    try:
+        jobs_dispatch(tenant_id=job.tenant_id)
+    except Exception:
+        logger.warning("dispatch after the job failed; the reaper will", exc_info=True)
 
 
 def _job_execute(job: Job) -> None:
@@ -343,7 +486,9 @@ def _job_store_result(job: Job, result: SpeechResult) -> None:
     if not finished:  # canceled or taken over while storing: no orphan object
         default_storage.delete(stored_key)
         raise Canceled(str(job.id))
+    usage_record(tenant_id=job.tenant_id, audio_seconds=result.duration_s, jobs=1)
     _job_announce(job)
+    _followers_finish(job)
     logger.info("job succeeded", extra={"duration_s": result.duration_s, "size_bytes": result.size_bytes})
 
 
@@ -354,6 +499,7 @@ def _job_fail(job: Job, code: str, message: str) -> None:
     logger.warning("job failed", extra={"error_code": code})
     if failed:
         _job_announce(job)
+        _followers_finish(job)
 
 
 def _job_retry_or_fail(job: Job, code: str, message: str) -> None:
@@ -404,10 +550,17 @@ def jobs_resend_unsent(*, older_than_s: float = 10.0) -> int:
     Claims are idempotent, so a duplicate message is harmless; ``enqueued_at``
     is refreshed on each send so a job is re-sent at most once per period."""
     now = timezone.now()
-    unsent = Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=older_than_s))
-    lost = Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_RESEND_QUEUED_AFTER_S))
-    job_ids = list(Job.objects.filter(unsent | lost, status=Status.QUEUED).values_list("id", flat=True)[:1000])
-    return sum(job_enqueue(job_id=job_id) for job_id in job_ids)
+    waiting = Job.objects.filter(
+        status=Status.QUEUED, enqueued_at__isnull=True, dedup_of__isnull=True, created_at__lt=now - timedelta(seconds=older_than_s)
+    )
+    sent = sum(jobs_dispatch(tenant_id=tenant_id) for tenant_id in set(waiting.values_list("tenant_id", flat=True)[:1000]))
+    lost = Job.objects.filter(status=Status.QUEUED, enqueued_at__lt=now - timedelta(seconds=settings.JOB_RESEND_QUEUED_AFTER_S))
+    sent += sum(job_enqueue(job_id=job_id) for job_id in lost.values_list("id", flat=True)[:1000])
+    # Jobs that joined an identical job which ended before they were saved.
+    orphaned = Job.objects.filter(status=Status.QUEUED, dedup_of__status__in=Job.TERMINAL).values_list("dedup_of_id", flat=True)
+    for source_id in set(orphaned[:1000]):
+        _followers_finish(Job.objects.get(id=source_id))
+    return sent
 
 
 def jobs_requeue_abandoned() -> int:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from audit.services import audit_record
 from core.errors import ApplicationError
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Tenant, UsagePeriod
 
 
 @transaction.atomic
@@ -45,3 +48,19 @@ def api_keys_revoke_named(*, tenant: Tenant, name: str, actor: str = "system") -
         api_key_revoke(api_key=api_key, actor=actor)
     return len(keys)
 
+
+
+def usage_period(now: datetime | None = None) -> str:
+    return (now or timezone.now()).strftime("%Y-%m")
+
+
+def usage_record(*, tenant_id: Any, audio_seconds: float = 0.0, video_seconds: float = 0.0, jobs: int = 0, cache_hits: int = 0) -> None:
+    """Add to this month's counters (atomic increments, safe from many workers)."""
+    period = usage_period()
+    UsagePeriod.objects.get_or_create(tenant_id=tenant_id, period=period)
+    UsagePeriod.objects.filter(tenant_id=tenant_id, period=period).update(
+        audio_seconds=F("audio_seconds") + audio_seconds,
+        video_seconds=F("video_seconds") + video_seconds,
+        jobs_succeeded=F("jobs_succeeded") + jobs,
+        cache_hits=F("cache_hits") + cache_hits,
+    )

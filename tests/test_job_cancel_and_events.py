@@ -18,7 +18,7 @@ from webhooks.models import Delivery
 
 def _submit(tenant, engine="tone", text="one two three") -> Job:
     params = TtsParams(text=text, language="en", engine=engine, format="wav", speed=1.0)
-    return services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None)
+    return services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None, use_cache=False)
 
 
 def _parse_sse(raw: str) -> list[dict]:

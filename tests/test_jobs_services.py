@@ -19,7 +19,7 @@ from jobs.services import JobRetry, TtsParams
 
 def _job(tenant, engine="espeak", text="Hello there. Testing one two three.", fmt="wav", **fields) -> Job:
     params = TtsParams(text=text, language="en", engine=engine, format=fmt, speed=1.0)
-    job = services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None)
+    job = services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None, use_cache=False)
     if fields:
         Job.objects.filter(id=job.id).update(**fields)
     return job

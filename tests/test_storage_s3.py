@@ -54,7 +54,7 @@ def s3_storage(settings, seaweed):
 
 def _submit(tenant, engine="tone", text="Hello object storage.") -> Job:
     params = TtsParams(text=text, language="en", engine=engine, format="wav", speed=1.0)
-    return services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None)
+    return services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None, use_cache=False)
 
 
 def test_result_is_stored_in_s3_and_served_by_presigned_url(api, tenant, s3_storage, tmp_path):

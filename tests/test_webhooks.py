@@ -221,7 +221,7 @@ def test_progress_webhooks_are_throttled(tenant, allow_loopback, stub_broker):
     with Receiver() as receiver:
         _endpoint(tenant, receiver.url, ["job.progress"])
         params = TtsParams(text=" ".join(f"Sentence {i}." for i in range(20)), language="en", engine="tone", format="wav", speed=1.0)
-        job = job_services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="t", ip=None)
+        job = job_services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="t", ip=None, use_cache=False)
         job_services.job_run(job_id=str(job.id))
     assert Job.objects.get(id=job.id).status == "succeeded"
     assert Delivery.objects.filter(event_type="job.progress").count() == 1

@@ -89,7 +89,7 @@ class Command(BaseCommand):
         worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}
         worker = ProcessSpec(
             "worker",
-            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads), "--queues", "tts"],
+            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads), "--queues", "tts-high", "tts"],
             worker_env,
         )
         # Webhook deliveries wait on receivers (up to the timeouts): their own
