@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
+from core.idempotency import idempotent
 from core.fields import MetadataField, StrictCharField, StrictFloatField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
 from core.storage import storage_is_local
@@ -55,6 +56,7 @@ class TtsCreateApi(APIView):
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
         )
 
+    @idempotent
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -130,6 +132,7 @@ class JobResultApi(APIView):
 
 
 class JobCancelApi(APIView):
+    @idempotent
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         job = services.job_cancel(job=job, actor=request.user.actor, ip=_client_ip(request))
@@ -168,3 +171,10 @@ class JobEventsApi(APIView):
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx/Traefik-style proxies: do not buffer
         return response
+
+
+class UsageApi(APIView):
+    """This month's counters and the tenant's limits."""
+
+    def get(self, request: Request) -> Response:
+        return Response(selectors.usage_summary(tenant=request.user.tenant))

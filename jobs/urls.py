@@ -11,4 +11,5 @@ urlpatterns = [
     path("jobs/<str:job_id>/result", apis.JobResultApi.as_view(), name="result"),
     path("jobs/<str:job_id>/cancel", apis.JobCancelApi.as_view(), name="cancel"),
     path("jobs/<str:job_id>/events", apis.JobEventsApi.as_view(), name="events"),
+    path("usage", apis.UsageApi.as_view(), name="usage"),
 ]

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.idempotency import idempotent
 from core.fields import StrictCharField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
 from core.responses import iso as _iso
@@ -86,6 +87,7 @@ class EndpointListApi(APIView):
         page = paginator.paginate_queryset(selectors.endpoint_list(tenant=request.user.tenant), request, view=self)
         return paginator.get_paginated_response([endpoint_representation(endpoint) for endpoint in page])
 
+    @idempotent
     def post(self, request: Request) -> Response:
         data = _EndpointInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -128,6 +130,7 @@ class EndpointSecretApi(APIView):
 
 
 class EndpointSecretRotateApi(APIView):
+    @idempotent
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         endpoint = services.endpoint_secret_rotate(endpoint=endpoint, actor=request.user.actor, ip=_ip(request))
@@ -142,6 +145,7 @@ class TenantSecretApi(APIView):
 
 
 class TenantSecretRotateApi(APIView):
+    @idempotent
     def post(self, request: Request) -> Response:
         holder = services.tenant_signing_secret_rotate(tenant=request.user.tenant, actor=request.user.actor, ip=_ip(request))
         return Response(_secret_representation(holder))
@@ -169,6 +173,7 @@ class DeliveryDetailApi(APIView):
 
 
 class DeliveryReplayApi(APIView):
+    @idempotent
     def post(self, request: Request, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
         delivery = services.delivery_replay(delivery=delivery, actor=request.user.actor, ip=_ip(request))
