@@ -28,3 +28,22 @@ def audit_record(
         request_id=request_id_var.get() or "",
         metadata=metadata or {},
     )
+
+
+def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any = None) -> None:
+    """Audit a failed authentication without letting a flood of them flood
+    the log: at most one event per client address and key prefix per
+    ``AUDIT_AUTH_FAILURE_INTERVAL_S`` (Redis decides, across processes).
+    Only the key's public prefix is kept, never the secret."""
+    import redis
+    from django.conf import settings
+
+    ip = request.META.get("REMOTE_ADDR") or None
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+        first = client.set(f"mynah:audit-auth:{ip}:{prefix[:32]}", 1, nx=True, ex=settings.AUDIT_AUTH_FAILURE_INTERVAL_S)
+    except redis.RedisError:
+        first = True  # better an extra line than a missing one
+    if first:
+        audit_record(action="auth.failure", actor=f"api_key:{prefix[:32]}" if prefix else "anonymous", tenant=tenant, ip=ip,
+                     metadata={"reason": reason, "path": request.path[:200]})

@@ -244,6 +244,9 @@ TENANT_MONTHLY_SECONDS_QUOTA = env_int("TENANT_MONTHLY_SECONDS_QUOTA", 0)  # 0: 
 # queues in front of others by at most this many jobs.
 TENANT_MAX_IN_FLIGHT = env_int("TENANT_MAX_IN_FLIGHT", 8)
 
+# Failed authentications are audited at most once per client address and key prefix per interval.
+AUDIT_AUTH_FAILURE_INTERVAL_S = env_int("AUDIT_AUTH_FAILURE_INTERVAL_S", 60)
+
 # A POST repeated with the same Idempotency-Key within this window replays its first response.
 IDEMPOTENCY_KEY_TTL_S = env_int("IDEMPOTENCY_KEY_TTL_S", 24 * 3600)
 

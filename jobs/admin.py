@@ -1,10 +1,11 @@
 from django.contrib import admin
 
+from audit.admin_mixins import AuditedAdminMixin
 from jobs.models import Job
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("id", "tenant", "kind", "engine", "status", "progress", "stage", "attempts", "created_at", "finished_at")
     list_filter = ("status", "kind", "engine", "priority", "tenant")
     search_fields = ("id", "error_code")

@@ -2,12 +2,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from audit.admin_mixins import AuditedAdminMixin
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create, api_key_revoke
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("slug", "name", "is_active", "created_at")
     search_fields = ("slug", "name")
     list_filter = ("is_active",)
@@ -15,7 +16,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("prefix", "name", "tenant", "revoked", "expiry_date", "created", "last_used_at")
     list_filter = ("revoked", "tenant")
     search_fields = ("prefix", "name", "tenant__slug")

@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from audit.services import auth_failure_record
 from core.errors import ApplicationError
 from tenants.models import ApiKey, Tenant
 
@@ -36,12 +37,14 @@ class ApiKeyAuthentication(BaseAuthentication):
         if not parts:
             return None  # -> 401 missing_api_key from IsAuthenticated
         if parts[0].lower() != self.keyword or len(parts) != 2:
+            auth_failure_record(request=request, prefix="", reason="malformed_authorization")
             raise exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <api key>'.")
         try:
             raw_key = parts[1].decode("ascii")
         except UnicodeDecodeError:
+            auth_failure_record(request=request, prefix="", reason="malformed_api_key")
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
-        api_key = self._lookup(raw_key)
+        api_key = self._lookup(raw_key, request)
         self._touch(api_key)
         return ApiClient(tenant=api_key.tenant, api_key=api_key), api_key
 
@@ -49,17 +52,20 @@ class ApiKeyAuthentication(BaseAuthentication):
         return 'Bearer realm="api"'  # makes DRF answer 401, not 403
 
     @staticmethod
-    def _lookup(raw_key: str) -> ApiKey:
+    def _lookup(raw_key: str, request: Request) -> ApiKey:
         prefix, _, secret = raw_key.partition(".")
         if not prefix or not secret or len(raw_key) > 200:
+            auth_failure_record(request=request, prefix="", reason="malformed_api_key")
             raise exceptions.AuthenticationFailed("Invalid API key.")
         # One indexed lookup by prefix among unrevoked keys, then a
         # constant-time SHA-512 comparison. The model's is_valid() checks only
         # the hash, so expiry is checked here too.
         api_key = ApiKey.objects.get_usable_keys().select_related("tenant").filter(prefix=prefix).first()
         if api_key is None or api_key.has_expired or not api_key.is_valid(raw_key):
+            auth_failure_record(request=request, prefix=prefix, reason="invalid_api_key", tenant=api_key.tenant if api_key else None)
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         if not api_key.tenant.is_active:
+            auth_failure_record(request=request, prefix=prefix, reason="tenant_suspended", tenant=api_key.tenant)
             raise ApplicationError("tenant_suspended", "This tenant is suspended; contact support.", status=403)
         return api_key
 

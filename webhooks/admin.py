@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from audit.admin_mixins import AuditedAdminMixin
 from core.errors import ApplicationError
 from webhooks import services, transport
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
@@ -37,7 +38,7 @@ class EndpointForm(forms.ModelForm):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = EndpointForm
     list_display = ("url", "tenant", "is_enabled", "disabled_reason", "consecutive_failures", "created_at")
     list_filter = ("is_enabled", "tenant")
@@ -96,7 +97,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("id", "event_type", "url", "tenant", "status", "attempts", "last_status_code", "next_attempt_at", "created_at")
     list_filter = ("status", "event_type", "tenant")
     search_fields = ("id", "url", "job__id")
