@@ -10,6 +10,8 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -20,11 +22,13 @@ from core.errors import ApplicationError
 from core.idempotency import idempotent
 from core.fields import MetadataField, StrictCharField, StrictFloatField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
+from core.schema import page_of
 from core.storage import storage_is_local
 from engines.audio.io import FORMATS
 from jobs import events, selectors, services
 from jobs.models import Job
 from jobs.representation import job_representation
+from jobs.schemas import JobSerializer, UsageSerializer
 from jobs.streams import job_event_stream
 from webhooks.services import EVENT_TYPES, job_webhook_check
 
@@ -56,6 +60,7 @@ class TtsCreateApi(APIView):
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
         )
 
+    @extend_schema(request=InputSerializer, responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")})
     @idempotent
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -93,6 +98,11 @@ class JobListApi(APIView):
         status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
         kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
 
+    @extend_schema(
+        operation_id="jobs_list",
+        parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        responses=page_of(JobSerializer, "JobPage"),
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -103,6 +113,7 @@ class JobListApi(APIView):
 
 
 class JobDetailApi(APIView):
+    @extend_schema(responses=JobSerializer)
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         return Response(_represent(job, request))
@@ -112,6 +123,7 @@ class JobResultApi(APIView):
     """The result file: streamed by Django for local storage, otherwise a
     redirect to the storage's (signed) URL."""
 
+    @extend_schema(responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"), 302: OpenApiResponse(description="Redirect to a presigned URL (object storage)")})
     def get(self, request: Request, job_id: str) -> FileResponse | HttpResponseRedirect:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         if job.status == Job.Status.EXPIRED or (job.result_expires_at and job.result_expires_at < timezone.now()):
@@ -132,6 +144,7 @@ class JobResultApi(APIView):
 
 
 class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobSerializer)
     @idempotent
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
@@ -158,6 +171,7 @@ class JobEventsApi(APIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     http_method_names = ["get", "options"]  # no HEAD: it would open a whole stream
 
+    @extend_schema(parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER), OpenApiParameter("last_event_id", str)], responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "Server-Sent Events: status, progress, done")})
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or ""
@@ -176,5 +190,6 @@ class JobEventsApi(APIView):
 class UsageApi(APIView):
     """This month's counters and the tenant's limits."""
 
+    @extend_schema(responses=UsageSerializer)
     def get(self, request: Request) -> Response:
         return Response(selectors.usage_summary(tenant=request.user.tenant))

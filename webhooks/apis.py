@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,9 +14,17 @@ from rest_framework.views import APIView
 from core.idempotency import idempotent
 from core.fields import StrictCharField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
+from core.schema import page_of
 from core.responses import iso as _iso
 from webhooks import selectors, services
 from webhooks.models import Delivery, Endpoint, SigningSecrets
+from webhooks.schemas import (
+    DeliveryDetailSerializer,
+    DeliverySerializer,
+    EndpointSerializer,
+    EndpointWithSecretSerializer,
+    SecretSerializer,
+)
 
 
 def _ip(request: Request) -> str | None:
@@ -82,11 +91,17 @@ class _EndpointInput(StrictSerializer):
 
 
 class EndpointListApi(APIView):
+    @extend_schema(
+        operation_id="webhook_endpoints_list",
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        responses=page_of(EndpointSerializer, "EndpointPage"),
+    )
     def get(self, request: Request) -> Response:
         paginator = NewestFirstCursorPagination()
         page = paginator.paginate_queryset(selectors.endpoint_list(tenant=request.user.tenant), request, view=self)
         return paginator.get_paginated_response([endpoint_representation(endpoint) for endpoint in page])
 
+    @extend_schema(request=_EndpointInput, responses={201: EndpointWithSecretSerializer, 200: EndpointWithSecretSerializer})
     @idempotent
     def post(self, request: Request) -> Response:
         data = _EndpointInput(data=request.data)
@@ -103,10 +118,12 @@ class EndpointListApi(APIView):
 
 
 class EndpointDetailApi(APIView):
+    @extend_schema(responses=EndpointSerializer)
     def get(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         return Response(endpoint_representation(endpoint))
 
+    @extend_schema(request=_EndpointInput(partial=True), responses=EndpointSerializer)
     def patch(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         data = _EndpointInput(data=request.data, partial=True)
@@ -117,6 +134,7 @@ class EndpointDetailApi(APIView):
         endpoint = services.endpoint_update(endpoint=endpoint, actor=request.user.actor, ip=_ip(request), **changes)
         return Response(endpoint_representation(endpoint))
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         services.endpoint_delete(endpoint=endpoint, actor=request.user.actor, ip=_ip(request))
@@ -124,12 +142,14 @@ class EndpointDetailApi(APIView):
 
 
 class EndpointSecretApi(APIView):
+    @extend_schema(responses=SecretSerializer)
     def get(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         return Response(_secret_representation(endpoint))
 
 
 class EndpointSecretRotateApi(APIView):
+    @extend_schema(request=None, responses=SecretSerializer)
     @idempotent
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
@@ -140,11 +160,13 @@ class EndpointSecretRotateApi(APIView):
 class TenantSecretApi(APIView):
     """The secret that signs deliveries to per-job ``webhook_url``s."""
 
+    @extend_schema(responses=SecretSerializer)
     def get(self, request: Request) -> Response:
         return Response(_secret_representation(services.tenant_signing_secret(tenant=request.user.tenant)))
 
 
 class TenantSecretRotateApi(APIView):
+    @extend_schema(request=None, responses=SecretSerializer)
     @idempotent
     def post(self, request: Request) -> Response:
         holder = services.tenant_signing_secret_rotate(tenant=request.user.tenant, actor=request.user.actor, ip=_ip(request))
@@ -157,6 +179,11 @@ class DeliveryListApi(APIView):
         job_id = serializers.UUIDField(required=False)
         status = serializers.ChoiceField(choices=Delivery.Status.choices, required=False)
 
+    @extend_schema(
+        operation_id="webhook_deliveries_list",
+        parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        responses=page_of(DeliverySerializer, "DeliveryPage"),
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -167,12 +194,14 @@ class DeliveryListApi(APIView):
 
 
 class DeliveryDetailApi(APIView):
+    @extend_schema(responses=DeliveryDetailSerializer)
     def get(self, request: Request, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
         return Response(delivery_representation(delivery, with_attempts=True))
 
 
 class DeliveryReplayApi(APIView):
+    @extend_schema(request=None, responses={202: DeliverySerializer, 200: DeliverySerializer})
     @idempotent
     def post(self, request: Request, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
