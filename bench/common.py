@@ -24,3 +24,63 @@ def percentile(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+def session_for(key: str):
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {key}"
+    return session
+
+
+def submit_many(url: str, key: str, payloads: list[dict], concurrency: int = 16) -> list[str]:
+    """Submit payloads concurrently, keeping their order; returns job ids."""
+    import threading
+
+    ids: list[str | None] = [None] * len(payloads)
+    counter = iter(range(len(payloads)))
+    lock = threading.Lock()
+
+    def client() -> None:
+        session = session_for(key)
+        while True:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            response = session.post(f"{url}/v1/tts", json=payloads[index], timeout=60)
+            response.raise_for_status()
+            ids[index] = response.json()["id"]
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [job_id for job_id in ids if job_id]
+
+
+def wait_all_done(url: str, key: str, timeout: float = 600.0) -> list[dict]:
+    """Poll until the tenant has no queued or running job; return all its jobs."""
+    import time
+
+    session = session_for(key)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        usage = session.get(f"{url}/v1/usage", timeout=30).json()
+        if usage["active_jobs"] == 0:
+            break
+        time.sleep(0.5)
+    jobs, next_url = [], f"{url}/v1/jobs?limit=100"
+    while next_url:
+        page = session.get(next_url, timeout=30).json()
+        jobs.extend(page["results"])
+        next_url = page["next"]
+    return jobs
+
+
+def ts(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

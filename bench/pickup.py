@@ -27,7 +27,7 @@ def run(url: str, key: str, count: int, engine: str) -> dict:
     pickups: list[float] = []
     totals: list[float] = []
     for _ in range(count):
-        job = session.post(f"{url}/v1/tts", json={"text": "Pickup probe.", "engine": engine}, timeout=10).json()
+        job = session.post(f"{url}/v1/tts", json={"text": "Pickup probe.", "engine": engine, "cache": False}, timeout=10).json()
         while job["status"] not in {"succeeded", "failed"}:
             time.sleep(0.02)
             job = session.get(f"{url}/v1/jobs/{job['id']}", timeout=10).json()

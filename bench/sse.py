@@ -90,7 +90,7 @@ class OpenStreams:
 
 
 def run(url: str, key: str, streams: int, total: int, concurrency: int, watch_engine: str = "piper") -> dict:
-    payload = {"text": "Benchmark sentence.", "engine": "espeak"}
+    payload = {"text": "Benchmark sentence.", "engine": "espeak", "cache": False}
     baseline = submit.run(url, key, total, concurrency, payload)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"

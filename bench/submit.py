@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("-c", type=int, default=16)
     parser.add_argument("--engine", default="espeak")
     args = parser.parse_args()
-    result = run(args.url, args.key, args.n, args.c, {"text": "Benchmark sentence.", "engine": args.engine})
+    result = run(args.url, args.key, args.n, args.c, {"text": "Benchmark sentence.", "engine": args.engine, "cache": False})
     print(
         f"submit: {result['accepted']}/{result['requests']} accepted with {result['concurrency']} clients in "
         f"{result['wall_s']:.2f} s -> {result['accepted_per_s']:.0f} accepted/s, "

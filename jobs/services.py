@@ -157,41 +157,44 @@ def job_submit_tts(
     inputs = {"text": params.text, "language": params.language, "format": params.format, "speed": params.speed}
     dedup_key = _dedup_key(tenant=tenant, kind=Job.Kind.TTS, engine=params.engine, inputs=inputs) if use_cache else ""
     with transaction.atomic():
-        # One tenant's submissions in turn, so quota checks are exact (SQLite's
-        # IMMEDIATE transactions already serialize writers; this is for Postgres).
-        Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
+        # One tenant's submissions in turn, so quota checks are exact. SQLite's
+        # IMMEDIATE transactions already serialize writers; Postgres locks the row.
+        if connection.features.has_select_for_update:
+            Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
         source = _dedup_source(tenant=tenant, dedup_key=dedup_key) if dedup_key else None
         if source is None or source.status != Status.SUCCEEDED:
             _check_quotas(tenant=tenant, limits=limits)  # a reused output costs nothing
+        reuse = source is not None and source.status == Status.SUCCEEDED
         job = Job.objects.create(
             tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, input=inputs, metadata=metadata,
             priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=dedup_key,
-            dedup_of=source, cache_hit=source is not None,
+            dedup_of=source, cache_hit=source is not None, **(_copied_result(source) if reuse else {}),
         )
         audit_record(
             action="job.create", actor=actor, tenant=tenant, target=job, ip=ip,
             metadata={"kind": job.kind, "engine": job.engine, "cache_hit": job.cache_hit},
         )
-        if source is not None and source.status == Status.SUCCEEDED:
-            _job_copy_result(job, source)
-            transaction.on_commit(partial(_job_announce, job.id))
+        if reuse:
+            usage_record(tenant_id=tenant.pk, cache_hits=1)
+            transaction.on_commit(partial(_job_announce, job, fresh=True))
         elif source is None:
             # Dispatch only once the row is visible to workers.
-            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk))
+            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk, max_in_flight=limits.max_in_flight))
         # else: it waits for its source, which finishes it (_followers_finish).
-    job.refresh_from_db()
     return job
 
 
-def _job_copy_result(job: Job, source: Job) -> None:
-    """Finish ``job`` with ``source``'s output: the same stored object, no copy."""
+def _copied_result(source: Job) -> dict[str, Any]:
+    """A finished job's output, for another job: the same stored object, no copy."""
     now = timezone.now()
-    Job.objects.filter(id=job.id).update(
-        status=Status.SUCCEEDED, progress=100, stage="done", started_at=now, finished_at=now, cache_hit=True,
-        result_key=source.result_key, result_content_type=source.result_content_type, result_duration_s=source.result_duration_s,
-        result_size_bytes=source.result_size_bytes, result_expires_at=source.result_expires_at,
-    )
-    usage_record(tenant_id=job.tenant_id, cache_hits=1)
+    return {
+        "status": Status.SUCCEEDED, "progress": 100, "stage": "done", "started_at": now, "finished_at": now,
+        "result_key": source.result_key, "result_content_type": source.result_content_type,
+        "result_duration_s": source.result_duration_s, "result_size_bytes": source.result_size_bytes,
+        "result_expires_at": source.result_expires_at,
+    }
+
+
 
 
 def _followers_finish(source: Job) -> None:
@@ -202,8 +205,8 @@ def _followers_finish(source: Job) -> None:
     if not followers:
         return
     if source.status == Status.SUCCEEDED:
-        for follower in followers:
-            _job_copy_result(follower, source)
+        Job.objects.filter(id__in=[f.id for f in followers], status=Status.QUEUED).update(**_copied_result(source))
+        usage_record(tenant_id=source.tenant_id, cache_hits=len(followers))
     elif source.status == Status.FAILED:
         Job.objects.filter(id__in=[f.id for f in followers], status=Status.QUEUED).update(
             status=Status.FAILED, stage="failed", finished_at=timezone.now(),
@@ -220,16 +223,16 @@ def _followers_finish(source: Job) -> None:
 # ---------------------------------------------------------------- dispatch
 
 
-def jobs_dispatch(*, tenant_id: Any) -> int:
+def jobs_dispatch(*, tenant_id: Any, max_in_flight: int | None = None) -> int:
     """Fair share: hand the tenant's waiting jobs to the broker while fewer
     than ``max_in_flight`` of its jobs are there or running; high priority and
     older first. Called after a submit, when a job ends, and by the reaper. A
     burst of one tenant thus sits in the database, not in front of everyone
     else in the queue. Returns how many were sent."""
-    tenant = Tenant.objects.get(pk=tenant_id)
-    limits = tenant_limits(tenant)
+    if max_in_flight is None:
+        max_in_flight = tenant_limits(Tenant.objects.get(pk=tenant_id)).max_in_flight
     in_flight = Job.objects.filter(tenant_id=tenant_id, status__in=[Status.QUEUED, Status.RUNNING], enqueued_at__isnull=False).count()
-    free = limits.max_in_flight - in_flight
+    free = max_in_flight - in_flight
     if free <= 0:
         return 0
     waiting = Job.objects.filter(tenant_id=tenant_id, status=Status.QUEUED, enqueued_at__isnull=True, dedup_of__isnull=True)
@@ -398,7 +401,7 @@ def _after_job(job: Job) -> None:
     """A slot of the tenant is free (unless the job is back for a retry): let
     its next waiting job in. Never raises: the reaper dispatches as well."""
     try:
-        jobs_dispatch(tenant_id=job.tenant_id)
+        jobs_dispatch(tenant_id=job.tenant_id, max_in_flight=tenant_limits(job.tenant).max_in_flight)
     except Exception:
         logger.warning("dispatch after the job failed; the reaper will", exc_info=True)
 

@@ -57,10 +57,12 @@ def usage_period(now: datetime | None = None) -> str:
 def usage_record(*, tenant_id: Any, audio_seconds: float = 0.0, video_seconds: float = 0.0, jobs: int = 0, cache_hits: int = 0) -> None:
     """Add to this month's counters (atomic increments, safe from many workers)."""
     period = usage_period()
-    UsagePeriod.objects.get_or_create(tenant_id=tenant_id, period=period)
-    UsagePeriod.objects.filter(tenant_id=tenant_id, period=period).update(
-        audio_seconds=F("audio_seconds") + audio_seconds,
-        video_seconds=F("video_seconds") + video_seconds,
-        jobs_succeeded=F("jobs_succeeded") + jobs,
-        cache_hits=F("cache_hits") + cache_hits,
-    )
+    increments = {
+        "audio_seconds": F("audio_seconds") + audio_seconds,
+        "video_seconds": F("video_seconds") + video_seconds,
+        "jobs_succeeded": F("jobs_succeeded") + jobs,
+        "cache_hits": F("cache_hits") + cache_hits,
+    }
+    if not UsagePeriod.objects.filter(tenant_id=tenant_id, period=period).update(**increments):
+        UsagePeriod.objects.get_or_create(tenant_id=tenant_id, period=period)  # the month's first job
+        UsagePeriod.objects.filter(tenant_id=tenant_id, period=period).update(**increments)
