@@ -30,18 +30,29 @@ def audit_record(
     )
 
 
+_redis_clients: dict[str, Any] = {}
+
+
+def _redis(url: str) -> Any:
+    import redis
+
+    if url not in _redis_clients:
+        _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return _redis_clients[url]
+
+
 def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any = None) -> None:
     """Audit a failed authentication without letting a flood of them flood
-    the log: at most one event per client address and key prefix per
-    ``AUDIT_AUTH_FAILURE_INTERVAL_S`` (Redis decides, across processes).
-    Only the key's public prefix is kept, never the secret."""
+    the log: at most one event per client address per
+    ``AUDIT_AUTH_FAILURE_INTERVAL_S`` (Redis decides, across processes; keyed
+    by address only, since the caller chooses the key it sends). Only the
+    key's public prefix is kept, never the secret."""
     import redis
     from django.conf import settings
 
     ip = request.META.get("REMOTE_ADDR") or None
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-        first = client.set(f"mynah:audit-auth:{ip}:{prefix[:32]}", 1, nx=True, ex=settings.AUDIT_AUTH_FAILURE_INTERVAL_S)
+        first = _redis(settings.REDIS_URL).set(f"mynah:audit-auth:{ip}", 1, nx=True, ex=settings.AUDIT_AUTH_FAILURE_INTERVAL_S)
     except redis.RedisError:
         first = True  # better an extra line than a missing one
     if first:

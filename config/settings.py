@@ -269,8 +269,15 @@ TENANT_MAX_IN_FLIGHT = env_int("TENANT_MAX_IN_FLIGHT", 8)
 # Failed authentications are audited at most once per client address and key prefix per interval.
 AUDIT_AUTH_FAILURE_INTERVAL_S = env_int("AUDIT_AUTH_FAILURE_INTERVAL_S", 60)
 
+# Dedup reuses a finished output only if it is kept at least this much longer.
+DEDUP_MIN_RESULT_LIFETIME_S = env_int("DEDUP_MIN_RESULT_LIFETIME_S", 24 * 3600)
+
 # A POST repeated with the same Idempotency-Key within this window replays its first response.
 IDEMPOTENCY_KEY_TTL_S = env_int("IDEMPOTENCY_KEY_TTL_S", 24 * 3600)
+# A duplicate waits this long for the first request's response (then 409).
+IDEMPOTENCY_WAIT_S = env_float("IDEMPOTENCY_WAIT_S", 10.0)
+# A claim this old without a response belongs to a request that died.
+IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = env_int("IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S", 60)
 
 API_KEY_CUSTOM_HEADER = None
 API_KEY_LAST_USED_RESOLUTION_S = env_float("API_KEY_LAST_USED_RESOLUTION_S", 60.0)

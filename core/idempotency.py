@@ -1,18 +1,19 @@
 """``Idempotency-Key`` for POST endpoints.
 
-The first request with a key runs inside one transaction with the insert of
-its record, so concurrent duplicates serialize on the record's unique
-constraint: exactly one runs, the others replay its response (200, with
-``Idempotent-Replayed: true``). The same key with a different request is
-422 ``idempotency_key_reused``. Errors are not recorded (the transaction
-rolls back), so a failed request may be retried with the same key.
+The first request with a key claims it by inserting a record (its own short
+transaction: no lock is held while the view runs, which may resolve DNS or
+wait on Redis). Concurrent duplicates find the claim and wait for its
+response, then replay it (200, ``Idempotent-Replayed: true``): exactly one
+of them runs. The same key with a different request is 422
+``idempotency_key_reused``. A failed request releases its claim, so it may
+be retried with the same key; a claim whose request died mid-way is taken
+over after ``IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S``.
 """
-
-from __future__ import annotations
 
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -42,6 +43,39 @@ def _replay(record: IdempotencyRecord) -> Response:
     return Response(record.response_body, status=200, headers={"Idempotent-Replayed": "true"})
 
 
+def _claim(*, tenant_id: Any, key: str, fingerprint: str) -> IdempotencyRecord | Response:
+    """The new claim, or the response to give instead of running the view."""
+    deadline = time.monotonic() + settings.IDEMPOTENCY_WAIT_S
+    while True:
+        now = timezone.now()
+        IdempotencyRecord.objects.filter(tenant_id=tenant_id, key=key, expires_at__lte=now).delete()
+        try:
+            with transaction.atomic():
+                return IdempotencyRecord.objects.create(
+                    tenant_id=tenant_id, key=key, fingerprint=fingerprint,
+                    expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_S),
+                )
+        except IntegrityError:
+            record = IdempotencyRecord.objects.filter(tenant_id=tenant_id, key=key).first()
+        if record is None:
+            continue  # released or expired meanwhile: claim again
+        if record.fingerprint != fingerprint:
+            raise ApplicationError("idempotency_key_reused", "This Idempotency-Key was used with a different request.", status=422)
+        if record.response_status is not None:
+            return _replay(record)
+        stale_before = now - timedelta(seconds=settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S)
+        if record.created_at < stale_before:  # its request died: take the claim over
+            if IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True, created_at=record.created_at).update(created_at=now):
+                record.created_at = now
+                return record
+            continue
+        if time.monotonic() > deadline:
+            raise ApplicationError(
+                "idempotency_request_in_progress", "A request with this Idempotency-Key is still being processed.", status=409
+            )
+        time.sleep(0.05)
+
+
 def idempotent(method: Callable[..., Response]) -> Callable[..., Response]:
     @wraps(method)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -53,27 +87,18 @@ def idempotent(method: Callable[..., Response]) -> Callable[..., Response]:
                 "validation_error", "Idempotency-Key must be 1-255 printable ASCII characters.",
                 details={"fields": {"Idempotency-Key": [{"message": "Invalid key.", "code": "invalid"}]}},
             )
-        tenant_id = request.user.tenant.pk
-        fingerprint = _fingerprint(request)
-        now = timezone.now()
-        with transaction.atomic():
-            IdempotencyRecord.objects.filter(tenant_id=tenant_id, key=key, expires_at__lte=now).delete()
-            try:
-                with transaction.atomic():
-                    record = IdempotencyRecord.objects.create(
-                        tenant_id=tenant_id, key=key, fingerprint=fingerprint,
-                        expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_S),
-                    )
-            except IntegrityError:
-                record = IdempotencyRecord.objects.get(tenant_id=tenant_id, key=key)
-                if record.fingerprint != fingerprint:
-                    raise ApplicationError(
-                        "idempotency_key_reused", "This Idempotency-Key was used with a different request.", status=422
-                    ) from None
-                return _replay(record)
+        claim = _claim(tenant_id=request.user.tenant.pk, key=key, fingerprint=_fingerprint(request))
+        if isinstance(claim, Response):
+            return claim
+        try:
             response = method(view, request, *args, **kwargs)
-            record.response_status, record.response_body = response.status_code, response.data
-            record.save(update_fields=["response_status", "response_body"])
+        except BaseException:
+            claim.delete()  # not done: the same key may try again
+            raise
+        if response.status_code >= 400:
+            claim.delete()
+            return response
+        IdempotencyRecord.objects.filter(pk=claim.pk).update(response_status=response.status_code, response_body=response.data)
         return response
 
     return wrapper

@@ -66,6 +66,13 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if path.endswith("/result"):
                 errors["409"] = "The job has no result yet (result_not_ready)"
                 errors["410"] = "The result expired (result_expired)"
+            if method == "post":
+                parameters = operation.setdefault("parameters", [])
+                if not any(parameter.get("name") == "Idempotency-Key" for parameter in parameters):
+                    parameters.append({
+                        "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 255},
+                        "description": "Repeat the request safely: the same key and body within 24 h return the first response.",
+                    })
             for status, description in errors.items():
                 responses.setdefault(status, {"description": description, "content": {"application/json": {"schema": ref}}})
     return result

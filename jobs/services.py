@@ -31,6 +31,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from core.context import job_id_var
 from core.errors import ApplicationError
+from core.models import IdempotencyRecord
 from core.storage import storage_errors
 from engines import registry
 from engines.errors import Canceled, EngineError, UnknownEngine
@@ -114,12 +115,15 @@ def _dedup_key(*, tenant: Tenant, kind: str, engine: str, inputs: dict[str, Any]
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def _dedup_source(*, tenant: Tenant, dedup_key: str) -> Job | None:
-    """A finished job whose output is still kept, else a job still being
-    made (not itself waiting on another)."""
+def _dedup_source(*, tenant: Tenant, dedup_key: str, priority: str) -> Job | None:
+    """A finished job whose output is kept for a while yet, else a job still
+    being made (not itself waiting on another, and not of lower priority:
+    a high-priority request must not wait behind a normal backlog)."""
     now = timezone.now()
-    finished = Q(status=Status.SUCCEEDED, result_expires_at__gt=now)
+    finished = Q(status=Status.SUCCEEDED, result_expires_at__gt=now + timedelta(seconds=settings.DEDUP_MIN_RESULT_LIFETIME_S))
     in_progress = Q(status__in=[Status.QUEUED, Status.RUNNING], dedup_of__isnull=True)
+    if priority == Job.Priority.HIGH:
+        in_progress &= Q(priority=Job.Priority.HIGH)
     candidates = list(Job.objects.filter(finished | in_progress, tenant=tenant, dedup_key=dedup_key).order_by("-created_at")[:20])
     succeeded = [job for job in candidates if job.status == Status.SUCCEEDED]
     return (succeeded or candidates or [None])[0]
@@ -161,7 +165,7 @@ def job_submit_tts(
         # IMMEDIATE transactions already serialize writers; Postgres locks the row.
         if connection.features.has_select_for_update:
             Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
-        source = _dedup_source(tenant=tenant, dedup_key=dedup_key) if dedup_key else None
+        source = _dedup_source(tenant=tenant, dedup_key=dedup_key, priority=priority) if dedup_key else None
         if source is None or source.status != Status.SUCCEEDED:
             _check_quotas(tenant=tenant, limits=limits)  # a reused output costs nothing
         reuse = source is not None and source.status == Status.SUCCEEDED
@@ -176,10 +180,11 @@ def job_submit_tts(
         )
         if reuse:
             usage_record(tenant_id=tenant.pk, cache_hits=1)
-            transaction.on_commit(partial(_job_announce, job, fresh=True))
+            transaction.on_commit(partial(_job_announce, job, fresh=True), robust=True)
         elif source is None:
             # Dispatch only once the row is visible to workers.
-            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk, max_in_flight=limits.max_in_flight))
+            # robust: the job is saved; if dispatch fails the reaper sends it.
+            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk, max_in_flight=limits.max_in_flight), robust=True)
         # else: it waits for its source, which finishes it (_followers_finish).
     return job
 
@@ -212,8 +217,10 @@ def _followers_finish(source: Job) -> None:
             status=Status.FAILED, stage="failed", finished_at=timezone.now(),
             error_code=source.error_code, error_message=source.error_message,
         )
-    else:  # canceled or expired: nobody else's output to wait for
-        Job.objects.filter(id__in=[f.id for f in followers], status=Status.QUEUED).update(dedup_of=None, cache_hit=False)
+    else:  # canceled or expired: the first follower runs, the others wait on it
+        leader, *rest = sorted(followers, key=lambda follower: follower.created_at)
+        Job.objects.filter(id=leader.id, status=Status.QUEUED).update(dedup_of=None, cache_hit=False)
+        Job.objects.filter(id__in=[f.id for f in rest], status=Status.QUEUED).update(dedup_of=leader)
         jobs_dispatch(tenant_id=source.tenant_id)
         return
     for follower in followers:
@@ -489,9 +496,12 @@ def _job_store_result(job: Job, result: SpeechResult) -> None:
     if not finished:  # canceled or taken over while storing: no orphan object
         default_storage.delete(stored_key)
         raise Canceled(str(job.id))
-    usage_record(tenant_id=job.tenant_id, audio_seconds=result.duration_s, jobs=1)
     _job_announce(job)
-    _followers_finish(job)
+    try:  # the job has succeeded: nothing below may turn it into a retry
+        usage_record(tenant_id=job.tenant_id, audio_seconds=result.duration_s, jobs=1)
+        _followers_finish(job)
+    except Exception:  # followers: the reaper finishes them; usage: logged
+        logger.exception("bookkeeping after success failed")
     logger.info("job succeeded", extra={"duration_s": result.duration_s, "size_bytes": result.size_bytes})
 
 
@@ -502,7 +512,10 @@ def _job_fail(job: Job, code: str, message: str) -> None:
     logger.warning("job failed", extra={"error_code": code})
     if failed:
         _job_announce(job)
-        _followers_finish(job)
+        try:
+            _followers_finish(job)
+        except Exception:  # the reaper finishes them
+            logger.exception("could not finish the jobs waiting on this one")
 
 
 def _job_retry_or_fail(job: Job, code: str, message: str) -> None:
@@ -556,13 +569,15 @@ def jobs_resend_unsent(*, older_than_s: float = 10.0) -> int:
     waiting = Job.objects.filter(
         status=Status.QUEUED, enqueued_at__isnull=True, dedup_of__isnull=True, created_at__lt=now - timedelta(seconds=older_than_s)
     )
-    sent = sum(jobs_dispatch(tenant_id=tenant_id) for tenant_id in set(waiting.values_list("tenant_id", flat=True)[:1000]))
+    tenant_ids = waiting.order_by().values_list("tenant_id", flat=True).distinct()[:1000]
+    sent = sum(jobs_dispatch(tenant_id=tenant_id) for tenant_id in tenant_ids)
     lost = Job.objects.filter(status=Status.QUEUED, enqueued_at__lt=now - timedelta(seconds=settings.JOB_RESEND_QUEUED_AFTER_S))
     sent += sum(job_enqueue(job_id=job_id) for job_id in lost.values_list("id", flat=True)[:1000])
     # Jobs that joined an identical job which ended before they were saved.
     orphaned = Job.objects.filter(status=Status.QUEUED, dedup_of__status__in=Job.TERMINAL).values_list("dedup_of_id", flat=True)
     for source_id in set(orphaned[:1000]):
         _followers_finish(Job.objects.get(id=source_id))
+    IdempotencyRecord.objects.filter(expires_at__lte=now).delete()
     return sent
 
 

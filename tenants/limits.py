@@ -27,12 +27,16 @@ def _pick(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
+def _at_least_one(value: int) -> int:
+    return max(1, value)  # a zero limit would block everything silently
+
+
 def tenant_limits(tenant: Tenant) -> TenantLimits:
     return TenantLimits(
-        rate_limit_per_minute=_pick(tenant.rate_limit_per_minute, settings.TENANT_RATE_LIMIT_PER_MINUTE),
-        key_rate_limit_per_minute=_pick(tenant.key_rate_limit_per_minute, settings.TENANT_KEY_RATE_LIMIT_PER_MINUTE),
-        max_active_jobs=_pick(tenant.max_active_jobs, settings.TENANT_MAX_ACTIVE_JOBS),
+        rate_limit_per_minute=_at_least_one(_pick(tenant.rate_limit_per_minute, settings.TENANT_RATE_LIMIT_PER_MINUTE)),
+        key_rate_limit_per_minute=_at_least_one(_pick(tenant.key_rate_limit_per_minute, settings.TENANT_KEY_RATE_LIMIT_PER_MINUTE)),
+        max_active_jobs=_at_least_one(_pick(tenant.max_active_jobs, settings.TENANT_MAX_ACTIVE_JOBS)),
         monthly_seconds_quota=_pick(tenant.monthly_seconds_quota, settings.TENANT_MONTHLY_SECONDS_QUOTA),
-        max_in_flight=_pick(tenant.max_in_flight, settings.TENANT_MAX_IN_FLIGHT),
+        max_in_flight=_at_least_one(_pick(tenant.max_in_flight, settings.TENANT_MAX_IN_FLIGHT)),
         allow_high_priority=tenant.allow_high_priority,
     )

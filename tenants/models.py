@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
@@ -20,14 +20,14 @@ class Tenant(models.Model):
     webhooks_version = models.PositiveIntegerField(default=0, editable=False)
 
     # Limits; empty means the deployment's default (settings TENANT_*).
-    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, help_text="API requests per minute, whole tenant.")
-    key_rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, help_text="API requests per minute, per key.")
-    max_active_jobs = models.PositiveIntegerField(null=True, blank=True, help_text="Queued + running jobs.")
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests per minute, whole tenant.")
+    key_rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests per minute, per key.")
+    max_active_jobs = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="Queued + running jobs.")
     monthly_seconds_quota = models.PositiveIntegerField(
         null=True, blank=True, help_text="Generated audio/video seconds per calendar month (UTC); 0 = unlimited."
     )
     max_in_flight = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Jobs handed to the workers at once (fair share); the rest wait their turn."
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Jobs handed to the workers at once (fair share); the rest wait their turn."
     )
     allow_high_priority = models.BooleanField(default=False)
 

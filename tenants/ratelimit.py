@@ -20,12 +20,14 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-# KEYS: bucket keys. ARGV: period_ms, then one limit per key.
+# KEYS: bucket keys. ARGV: period in microseconds, then one limit per key.
+# Times are integer microseconds; flooring the stored time errs by < 1 us
+# per request, never rounding a burst of ``limit`` down to ``limit - 1``.
 # Returns {allowed, remaining (of the tightest bucket), its limit,
 #          ms until that bucket is full again, ms until a retry can pass}.
 _GCRA = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])  -- microseconds (exact in a double)
 local period = tonumber(ARGV[1])
 local tats, intervals = {}, {}
 local retry_after = 0
@@ -45,15 +47,15 @@ for i, key in ipairs(KEYS) do
   local tat = tats[i]
   if allowed == 1 then
     tat = tat + intervals[i]
-    redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(period) + 1000)
+    redis.call('SET', key, string.format('%d', math.floor(tat)), 'PX', math.ceil(period / 1000) + 1000)
   end
   local left = math.floor((period - (tat - now)) / intervals[i])
   if left < 0 then left = 0 end
   if remaining == nil or left < remaining then
-    remaining, tight_limit, reset = left, limit, math.ceil(tat - now)
+    remaining, tight_limit, reset = left, limit, math.ceil((tat - now) / 1000)
   end
 end
-return {allowed, remaining, tight_limit, reset, math.ceil(retry_after)}
+return {allowed, remaining, tight_limit, reset, math.ceil(retry_after / 1000)}
 """
 
 
@@ -87,7 +89,7 @@ def rate_limit_check(*, buckets: dict[str, int], period_s: float = 60.0) -> Deci
     names = list(buckets)
     try:
         allowed, remaining, limit, reset_ms, retry_ms = _script()(
-            keys=[f"mynah:rl:{name}" for name in names], args=[int(period_s * 1000), *buckets.values()]
+            keys=[f"mynah:rl:{name}" for name in names], args=[int(period_s * 1_000_000), *buckets.values()]
         )
     except redis.RedisError:
         logger.warning("rate limiter unavailable; admitting the request")

@@ -152,13 +152,21 @@ def test_identical_request_joins_a_running_job(api, tenant, stub_broker):
     assert joined["status"] == "succeeded" and joined["result"]["size_bytes"] == api.get(f"/v1/jobs/{leader['id']}").json()["result"]["size_bytes"]
 
 
-def test_followers_of_a_canceled_job_run_themselves(api, tenant, stub_broker):
+def test_when_the_joined_job_is_canceled_one_follower_runs_for_all(api, tenant, stub_broker):
     leader = api.post(TTS, {"text": "Cancel the leader.", "engine": "tone"}, format="json").json()
-    follower = api.post(TTS, {"text": "Cancel the leader.", "engine": "tone"}, format="json").json()
+    first, second = (api.post(TTS, {"text": "Cancel the leader.", "engine": "tone"}, format="json").json() for _ in range(2))
     api.post(f"/v1/jobs/{leader['id']}/cancel")
-    assert follower["id"] in _messages(stub_broker, "tts")
-    services.job_run(job_id=follower["id"])
-    assert Job.objects.get(id=follower["id"]).status == "succeeded"
+    assert _messages(stub_broker, "tts") == [leader["id"], first["id"]]  # one engine run, not two
+    services.job_run(job_id=first["id"])
+    assert [Job.objects.get(id=job["id"]).status for job in (first, second)] == ["succeeded", "succeeded"]
+    assert Job.objects.get(id=second["id"]).result_key == Job.objects.get(id=first["id"]).result_key
+
+
+def test_a_high_priority_request_does_not_join_a_normal_job(api, tenant, stub_broker):
+    Tenant.objects.filter(pk=tenant.pk).update(allow_high_priority=True)
+    api.post(TTS, {"text": "Same text.", "engine": "tone"}, format="json")
+    urgent = api.post(TTS, {"text": "Same text.", "engine": "tone", "priority": "high"}, format="json").json()
+    assert urgent["cache_hit"] is False and _messages(stub_broker, "tts-high") == [urgent["id"]]
 
 
 # -------------------------------------------------------------- priorities
@@ -202,3 +210,23 @@ def test_the_reaper_dispatches_within_the_fair_share(tenant, stub_broker, monkey
     monkeypatch.undo()
     assert services.jobs_resend_unsent(older_than_s=0) == 2
     assert len(_messages(stub_broker, "tts")) == 2
+
+
+def test_a_key_still_in_progress_is_409_and_a_dead_claim_is_taken_over(api, tenant, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.models import IdempotencyRecord
+
+    body = {"text": "Claimed elsewhere.", "engine": "tone"}
+    first = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
+    record = IdempotencyRecord.objects.get(key="busy")
+    IdempotencyRecord.objects.filter(pk=record.pk).update(response_status=None, response_body=None)  # as if still running
+    settings.IDEMPOTENCY_WAIT_S = 0.2
+    waiting = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
+    assert waiting.status_code == 409 and waiting.json()["error"]["code"] == "idempotency_request_in_progress"
+    IdempotencyRecord.objects.filter(pk=record.pk).update(created_at=timezone.now() - timedelta(minutes=5))  # its request died
+    retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
+    assert retried.status_code == 202 and retried.json()["id"] != first.json()["id"]
+    assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy").json()["id"] == retried.json()["id"]
