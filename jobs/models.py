@@ -69,7 +69,8 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at", "-id"], name="job_tenant_newest"),
             models.Index(fields=["status", "enqueued_at"], name="job_status_enqueued"),
-            models.Index(fields=["tenant", "status", "enqueued_at"], name="job_tenant_dispatch"),
+            # Fair-share dispatch: in-flight count, and the waiting jobs in release order.
+            models.Index(fields=["tenant", "status", "enqueued_at", "priority", "created_at"], name="job_tenant_dispatch"),
             models.Index(fields=["tenant", "dedup_key", "status"], name="job_tenant_dedup"),
         ]
         constraints = [
