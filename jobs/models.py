@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class Job(models.Model):
@@ -58,7 +59,7 @@ class Job(models.Model):
     result_size_bytes = models.BigIntegerField(null=True, blank=True)
     result_expires_at = models.DateTimeField(null=True, blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)  # settable: a cache hit is created finished
     enqueued_at = models.DateTimeField(null=True, blank=True)  # null: message not yet in Redis
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -169,10 +169,13 @@ def job_submit_tts(
         if source is None or source.status != Status.SUCCEEDED:
             _check_quotas(tenant=tenant, limits=limits)  # a reused output costs nothing
         reuse = source is not None and source.status == Status.SUCCEEDED
+        copied = _copied_result(source) if reuse else {}
+        if reuse:
+            copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
         job = Job.objects.create(
             tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, input=inputs, metadata=metadata,
             priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=dedup_key,
-            dedup_of=source, cache_hit=source is not None, **(_copied_result(source) if reuse else {}),
+            dedup_of=source, cache_hit=source is not None, **copied,
         )
         audit_record(
             action="job.create", actor=actor, tenant=tenant, target=job, ip=ip,

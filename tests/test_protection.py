@@ -230,3 +230,10 @@ def test_a_key_still_in_progress_is_409_and_a_dead_claim_is_taken_over(api, tena
     retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     assert retried.status_code == 202 and retried.json()["id"] != first.json()["id"]
     assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy").json()["id"] == retried.json()["id"]
+
+
+def test_a_cache_hit_is_created_started_and_finished_at_once(api, tenant):
+    first = api.post(TTS, {"text": "Timestamps.", "engine": "tone"}, format="json").json()
+    services.job_run(job_id=first["id"])
+    hit = api.post(TTS, {"text": "Timestamps.", "engine": "tone"}, format="json").json()
+    assert hit["created_at"] == hit["started_at"] == hit["finished_at"]
