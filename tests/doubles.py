@@ -73,10 +73,18 @@ class SlowEngine(ToneEngine):
         return super().synthesize_chunk(text, language=language, speed=speed)
 
 
+class StuckEngine(SlowEngine):
+    """Slow enough that a test can do anything before it finishes (and cancel it)."""
+
+    name = "stuck"
+    chunk_seconds = 5.0
+
+
 DOUBLES = {
     "exploding": "tests.doubles:ExplodingEngine",
     "rejecting": "tests.doubles:RejectingEngine",
     "unavailable": "tests.doubles:UnavailableEngine",
     "tone": "tests.doubles:ToneEngine",
     "slow": "tests.doubles:SlowEngine",
+    "stuck": "tests.doubles:StuckEngine",
 }
