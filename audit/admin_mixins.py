@@ -8,6 +8,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from audit.services import audit_record
+from core.context import client_ip
 
 
 class AuditedAdminMixin:
@@ -18,7 +19,7 @@ class AuditedAdminMixin:
         tenant = getattr(obj, "tenant", None) if not obj._meta.label_lower == "tenants.tenant" else obj
         audit_record(
             action=f"admin.{action}", actor=f"staff:{request.user.get_username()}", tenant=tenant, target=obj,
-            ip=request.META.get("REMOTE_ADDR") or None, metadata={"model": obj._meta.label_lower, "change": str(detail or "")[:500]},
+            ip=client_ip(request), metadata={"model": obj._meta.label_lower, "change": str(detail or "")[:500]},
         )
 
     def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> Any:

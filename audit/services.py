@@ -5,7 +5,7 @@ from typing import Any
 from django.db import models
 
 from audit.models import AuditEvent
-from core.context import request_id_var
+from core.context import client_ip, request_id_var
 
 
 def audit_record(
@@ -50,7 +50,7 @@ def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any =
     import redis
     from django.conf import settings
 
-    ip = request.META.get("REMOTE_ADDR") or None
+    ip = client_ip(request)
     try:
         first = _redis(settings.REDIS_URL).set(f"mynah:audit-auth:{ip}", 1, nx=True, ex=settings.AUDIT_AUTH_FAILURE_INTERVAL_S)
     except redis.RedisError:

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.context import client_ip
 from core.errors import ApplicationError
 from core.idempotency import idempotent
 from core.fields import MetadataField, StrictCharField, StrictFloatField, StrictSerializer
@@ -39,10 +40,6 @@ def _base_url(request: Request) -> str:
 
 def _represent(job: Job, request: Request) -> dict[str, Any]:
     return job_representation(job, base_url=_base_url(request))
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 class TtsCreateApi(APIView):
@@ -87,7 +84,7 @@ class TtsCreateApi(APIView):
             params=params,
             metadata=values["metadata"],
             actor=client.actor,
-            ip=_client_ip(request),
+            ip=client_ip(request),
         )
         location = reverse("jobs:detail", args=[job.id])
         return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
@@ -148,7 +145,7 @@ class JobCancelApi(APIView):
     @idempotent
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
-        job = services.job_cancel(job=job, actor=request.user.actor, ip=_client_ip(request))
+        job = services.job_cancel(job=job, actor=request.user.actor, ip=client_ip(request))
         return Response(_represent(job, request))
 
 

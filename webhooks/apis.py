@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.idempotency import idempotent
+from core.context import client_ip
 from core.fields import StrictCharField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
 from core.schema import page_of
@@ -25,10 +26,6 @@ from webhooks.schemas import (
     EndpointWithSecretSerializer,
     SecretSerializer,
 )
-
-
-def _ip(request: Request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def endpoint_representation(endpoint: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
@@ -109,10 +106,10 @@ class EndpointListApi(APIView):
         values = data.validated_data
         endpoint = services.endpoint_create(
             tenant=request.user.tenant, url=values["url"], event_types=values.get("event_types", []),
-            description=values.get("description", ""), actor=request.user.actor, ip=_ip(request),
+            description=values.get("description", ""), actor=request.user.actor, ip=client_ip(request),
         )
         if values.get("enabled") is False:
-            endpoint = services.endpoint_update(endpoint=endpoint, is_enabled=False, actor=request.user.actor, ip=_ip(request))
+            endpoint = services.endpoint_update(endpoint=endpoint, is_enabled=False, actor=request.user.actor, ip=client_ip(request))
         location = reverse("webhooks:endpoint-detail", args=[endpoint.id])
         return Response(endpoint_representation(endpoint, with_secret=True), status=status.HTTP_201_CREATED, headers={"Location": location})
 
@@ -131,13 +128,13 @@ class EndpointDetailApi(APIView):
         changes = dict(data.validated_data)
         if "enabled" in changes:
             changes["is_enabled"] = changes.pop("enabled")
-        endpoint = services.endpoint_update(endpoint=endpoint, actor=request.user.actor, ip=_ip(request), **changes)
+        endpoint = services.endpoint_update(endpoint=endpoint, actor=request.user.actor, ip=client_ip(request), **changes)
         return Response(endpoint_representation(endpoint))
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
-        services.endpoint_delete(endpoint=endpoint, actor=request.user.actor, ip=_ip(request))
+        services.endpoint_delete(endpoint=endpoint, actor=request.user.actor, ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -153,7 +150,7 @@ class EndpointSecretRotateApi(APIView):
     @idempotent
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
-        endpoint = services.endpoint_secret_rotate(endpoint=endpoint, actor=request.user.actor, ip=_ip(request))
+        endpoint = services.endpoint_secret_rotate(endpoint=endpoint, actor=request.user.actor, ip=client_ip(request))
         return Response(_secret_representation(endpoint))
 
 
@@ -169,7 +166,7 @@ class TenantSecretRotateApi(APIView):
     @extend_schema(request=None, responses=SecretSerializer)
     @idempotent
     def post(self, request: Request) -> Response:
-        holder = services.tenant_signing_secret_rotate(tenant=request.user.tenant, actor=request.user.actor, ip=_ip(request))
+        holder = services.tenant_signing_secret_rotate(tenant=request.user.tenant, actor=request.user.actor, ip=client_ip(request))
         return Response(_secret_representation(holder))
 
 
@@ -205,5 +202,5 @@ class DeliveryReplayApi(APIView):
     @idempotent
     def post(self, request: Request, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
-        delivery = services.delivery_replay(delivery=delivery, actor=request.user.actor, ip=_ip(request))
+        delivery = services.delivery_replay(delivery=delivery, actor=request.user.actor, ip=client_ip(request))
         return Response(delivery_representation(delivery), status=status.HTTP_202_ACCEPTED)
