@@ -247,10 +247,10 @@ def jobs_dispatch(*, tenant_id: Any, max_in_flight: int | None = None) -> int:
         return 0
     waiting = Job.objects.filter(tenant_id=tenant_id, status=Status.QUEUED, enqueued_at__isnull=True, dedup_of__isnull=True)
     sent = 0
-    for job_id in waiting.order_by("priority", "created_at").values_list("id", flat=True)[:free]:
+    for job_id, priority in waiting.order_by("priority", "created_at").values_list("id", "priority")[:free]:
         # Mark first (conditionally), so concurrent dispatchers never send one job twice.
         if Job.objects.filter(id=job_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now()):
-            if _job_send(job_id):
+            if _job_send(job_id, priority=priority):
                 sent += 1
             else:
                 Job.objects.filter(id=job_id).update(enqueued_at=None)
@@ -258,10 +258,11 @@ def jobs_dispatch(*, tenant_id: Any, max_in_flight: int | None = None) -> int:
     return sent
 
 
-def _job_send(job_id: Any) -> bool:
+def _job_send(job_id: Any, *, priority: str | None = None) -> bool:
     from jobs.actors import tts_job_run, tts_job_run_high
 
-    priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first()
+    if priority is None:  # a re-send: look it up
+        priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first()
     actor = tts_job_run_high if priority == Job.Priority.HIGH else tts_job_run
     try:
         actor.send(str(job_id))
