@@ -49,3 +49,15 @@ def rms_dbfs(audio: np.ndarray) -> float:
         return float("-inf")
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Band-limited polyphase resampling (scipy), float32 in and out."""
+    if from_rate == to_rate:
+        return np.asarray(audio, dtype=np.float32)
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    divisor = gcd(from_rate, to_rate)
+    return resample_poly(audio, to_rate // divisor, from_rate // divisor).astype(np.float32)
