@@ -154,6 +154,20 @@ MAX_JSON_BODY_BYTES = env_int("MAX_JSON_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_JSON_BODY_BYTES
 TTS_MAX_TEXT_CHARS = env_int("TTS_MAX_TEXT_CHARS", 5000)
 
+# --- Voice prompts. Uploads are analysed in workers (queue "voices"); the
+# upload request waits up to VOICE_ANALYSIS_WAIT_S for the verdict.
+VOICE_MAX_UPLOAD_BYTES = env_int("VOICE_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+VOICE_MAX_AUDIO_S = env_int("VOICE_MAX_AUDIO_S", 60)  # decoded length, speech and pauses
+VOICE_MIN_SPEECH_S = env_float("VOICE_MIN_SPEECH_S", 3.0)
+VOICE_MAX_SPEECH_S = env_float("VOICE_MAX_SPEECH_S", 30.0)
+VOICE_ANALYSIS_WAIT_S = env_int("VOICE_ANALYSIS_WAIT_S", 20)
+VOICE_MAX_PER_TENANT = env_int("VOICE_MAX_PER_TENANT", 200)
+
+# Multipart upload routes: whole-body limits (file limit + form overhead).
+# Files over their own limit get 413 file_too_large from the service.
+UPLOAD_FORM_OVERHEAD_BYTES = 256 * 1024
+UPLOAD_BODY_LIMITS = {"/v1/voices": VOICE_MAX_UPLOAD_BYTES + UPLOAD_FORM_OVERHEAD_BYTES}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -223,6 +237,7 @@ JOB_RESEND_QUEUED_AFTER_S = env_int("JOB_RESEND_QUEUED_AFTER_S", 15 * 60)
 JOB_RESULT_RETENTION_DAYS = env_int("JOB_RESULT_RETENTION_DAYS", 30)
 # Engines to load at worker boot so the first job does not pay the load time.
 ENGINES_PRELOAD = env_list("ENGINES_PRELOAD", ["piper", "espeak"])
+VOICE_MODELS_PRELOAD = env_bool("VOICE_MODELS_PRELOAD", True)
 # Extra engines "name=module:Class,..." (deployments' own adapters, test doubles).
 ENGINES_EXTRA = dict(item.split("=", 1) for item in env_list("ENGINES_EXTRA", []))
 

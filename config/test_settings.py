@@ -16,6 +16,8 @@ STATIC_ROOT = Path(tempfile.mkdtemp(prefix="mynah-test-static-"))  # whitenoise 
 STORAGES = {**STORAGES, "default": {**STORAGES["default"], "OPTIONS": {"location": MEDIA_ROOT}}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ENGINES_PRELOAD: list[str] = []
+VOICE_MODELS_PRELOAD = False
+VOICE_ANALYSIS_WAIT_S = 30
 JOB_RETRY_MIN_BACKOFF_MS = 10
 JOB_RETRY_MAX_BACKOFF_MS = 50
 WEBHOOK_RETRY_SCHEDULE_S = [0.05, 0.1, 0.2]

@@ -47,8 +47,14 @@ class BodySizeLimitMiddleware:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 return error_response(400, "invalid_content_length", "Content-Length is not a number.")
+            upload_limit = settings.UPLOAD_BODY_LIMITS.get(request.path)
+            if upload_limit is not None and length > upload_limit:
+                # Far over the file limit: refused before a byte is read.
+                return error_response(
+                    413, "file_too_large", f"The upload exceeds {upload_limit} bytes.", {"limit_bytes": upload_limit}
+                )
             limit = settings.MAX_JSON_BODY_BYTES
-            if length > limit:
+            if upload_limit is None and length > limit:
                 return error_response(
                     413, "payload_too_large", f"Request body exceeds {limit} bytes.", {"limit_bytes": limit}
                 )

@@ -17,6 +17,8 @@ from engines.tts.base import TTSEngine
 BUILTIN_TTS_ENGINES: Mapping[str, str] = {
     "piper": "engines.tts.piper:PiperEngine",
     "espeak": "engines.tts.espeak:EspeakEngine",
+    # GPU model server adapter: usable once COSYVOICE_URLS is set.
+    "cosyvoice": "engines.tts.cosyvoice:CosyVoiceEngine",
 }
 
 _extra_engines: dict[str, str] = {}

@@ -31,6 +31,7 @@ from jobs.models import Job
 from jobs.representation import job_representation
 from jobs.schemas import JobSerializer, UsageSerializer
 from jobs.streams import job_event_stream
+from voices.selectors import voice_get
 from webhooks.services import EVENT_TYPES, job_webhook_check
 
 
@@ -49,6 +50,10 @@ class TtsCreateApi(APIView):
         engine = StrictCharField(required=False, max_length=64)
         format = serializers.ChoiceField(choices=sorted(FORMATS), default="wav")
         speed = StrictFloatField(required=False, default=1.0, min_value=0.5, max_value=2.0)
+        voice_id = serializers.UUIDField(required=False, help_text="One of the tenant's ready voices (POST /v1/voices)")
+        instruct = StrictCharField(
+            required=False, max_length=500, help_text="Style instruction: emotion, speed, dialect (engines with the 'instruct' option)"
+        )
         metadata = MetadataField(required=False, default=dict)
         priority = serializers.ChoiceField(choices=Job.Priority.choices, default=Job.Priority.NORMAL)
         cache = serializers.BooleanField(default=True, help_text="false: always run the engine, even for a repeated request")
@@ -69,6 +74,8 @@ class TtsCreateApi(APIView):
             engine=values.get("engine"),
             format=values["format"],
             speed=values["speed"],
+            voice=voice_get(tenant=request.user.tenant, voice_id=values["voice_id"]) if "voice_id" in values else None,
+            instruct=values.get("instruct", ""),
         )
         webhook = services.WebhookTarget()
         if values.get("webhook_url"):

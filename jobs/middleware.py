@@ -24,3 +24,17 @@ class EngineWarmup(dramatiq.Middleware):
                 logger.info("engine loaded", extra={"engine": name})
             except Exception:  # a broken engine must not stop the worker
                 logger.exception("engine failed to load", extra={"engine": name})
+        if settings.VOICE_MODELS_PRELOAD:
+            _voice_models_load()
+
+
+def _voice_models_load() -> None:
+    """Speech detection and the speaker encoder (voice analysis, similarity)."""
+    from engines.voice import speaker, vad
+
+    try:
+        vad.load()
+        speaker.load()
+        logger.info("voice models loaded")
+    except Exception:
+        logger.exception("voice models failed to load")

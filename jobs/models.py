@@ -46,6 +46,9 @@ class Job(models.Model):
     dedup_key = models.CharField(max_length=64, blank=True)
     dedup_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followers")
     cache_hit = models.BooleanField(default=False)
+    # Speech in a tenant's voice. Deleting the voice leaves the job (and its
+    # output); a job still waiting then fails with ``voice_deleted``.
+    voice = models.ForeignKey("voices.VoicePrompt", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
 
     progress = models.PositiveSmallIntegerField(default=0)
     stage = models.CharField(max_length=40, default="queued")
@@ -58,6 +61,8 @@ class Job(models.Model):
     result_duration_s = models.FloatField(null=True, blank=True)
     result_size_bytes = models.BigIntegerField(null=True, blank=True)
     result_expires_at = models.DateTimeField(null=True, blank=True)
+    # Measurements of the output shown with the result (e.g. speaker_similarity).
+    result_info = models.JSONField(default=dict, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)  # settable: a cache hit is created finished
     enqueued_at = models.DateTimeField(null=True, blank=True)  # null: message not yet in Redis

@@ -30,6 +30,7 @@ def _result(job: Job, base_url: str) -> dict[str, Any] | None:
         "duration_s": job.result_duration_s,
         "size_bytes": job.result_size_bytes,
         "expires_at": iso(expires_at),
+        **job.result_info,  # speaker_similarity and voice details, for jobs with a voice
     }
 
 

@@ -14,6 +14,12 @@ class ResultSerializer(serializers.Serializer):
     duration_s = serializers.FloatField(allow_null=True)
     size_bytes = serializers.IntegerField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True)
+    speaker_similarity = serializers.FloatField(
+        required=False, min_value=-1, max_value=1, help_text="Jobs with a voice: cosine similarity of speaker embeddings, output vs prompt"
+    )
+    voice = serializers.DictField(
+        required=False, help_text="Jobs with a voice: mode (cloned|matching), matching_applied, speaker_similarity_unmatched"
+    )
 
 
 class JobErrorSerializer(serializers.Serializer):

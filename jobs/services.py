@@ -34,8 +34,8 @@ from core.errors import ApplicationError
 from core.models import IdempotencyRecord
 from core.storage import storage_errors
 from engines import registry
-from engines.errors import Canceled, EngineError, UnknownEngine
-from engines.tts.base import SpeechRequest, SpeechResult
+from engines.errors import Canceled, EngineError, PermanentEngineError, UnknownEngine
+from engines.tts.base import SpeechRequest, SpeechResult, VoiceReference
 from jobs import events
 from jobs.models import Job
 from jobs.representation import job_representation
@@ -43,6 +43,8 @@ from tenants.limits import TenantLimits, tenant_limits
 from tenants.models import ApiKey, Tenant
 from tenants.selectors import usage_get
 from tenants.services import usage_record
+from voices.models import VoicePrompt
+from voices.services import voice_reference
 from webhooks.services import event_publish
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ class TtsParams:
     engine: str
     format: str
     speed: float
+    voice: VoicePrompt | None = None
+    instruct: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,15 @@ class WebhookTarget:
 # --------------------------------------------------------------------- submit
 
 
-def tts_params_resolve(*, text: str, language: str | None, engine: str | None, format: str, speed: float) -> TtsParams:
-    """Pick the engine (default by language) and check it speaks the language.
-    Uses only engine metadata: no model is loaded in the web process."""
-    language = (language or "en").strip().lower()
+def tts_params_resolve(
+    *, text: str, language: str | None, engine: str | None, format: str, speed: float,
+    voice: VoicePrompt | None = None, instruct: str = "",
+) -> TtsParams:
+    """Pick the engine (default by language) and check it can do what was
+    asked: the language, and every option (voice, instruct, speed). An option
+    the engine cannot honour is refused here, never silently ignored. Uses
+    only engine metadata: no model is loaded in the web process."""
+    language = (language or (voice.language if voice else "") or "en").strip().lower()
     if engine:
         try:
             engine_cls = registry.engine_class(engine)
@@ -98,13 +107,40 @@ def tts_params_resolve(*, text: str, language: str | None, engine: str | None, f
             raise ApplicationError("unsupported_language", f"No engine speaks language '{language}'.", details={"language": language})
         engine = registry.default_engine_for(language)
         engine_cls = registry.engine_class(engine)
+    problem = engine_cls.configuration_problem()
+    if problem:
+        raise ApplicationError(
+            "engine_not_configured", f"Engine '{engine}' is not available here: {problem}", status=422, details={"engine": engine}
+        )
     if not engine_cls.supports_language(language):
         raise ApplicationError(
             "unsupported_language",
             f"Engine '{engine}' does not speak language '{language}'.",
             details={"engine": engine, "language": language},
         )
-    return TtsParams(text=text, language=language, engine=engine, format=format, speed=speed)
+    requested = {"voice": voice is not None, "instruct": bool(instruct), "speed": speed != 1.0}
+    _check_options(engine=engine, engine_cls=engine_cls, requested=requested)
+    if voice is None and engine_cls.requires_voice:
+        raise ApplicationError(
+            "voice_required", f"Engine '{engine}' speaks only in a voice: pass voice_id.", status=422, details={"engine": engine}
+        )
+    if voice is not None and voice.status != VoicePrompt.Status.READY:
+        raise ApplicationError(
+            "voice_not_ready", f"The voice is {voice.status}; only a ready voice can be used.", status=409,
+            details={"voice_id": str(voice.id), "status": voice.status},
+        )
+    return TtsParams(text=text, language=language, engine=engine, format=format, speed=speed, voice=voice, instruct=instruct)
+
+
+def _check_options(*, engine: str, engine_cls: Any, requested: dict[str, bool]) -> None:
+    unsupported = sorted(option for option, asked in requested.items() if asked and option not in engine_cls.options)
+    if unsupported:
+        raise ApplicationError(
+            "unsupported_option",
+            f"Engine '{engine}' cannot honour: {', '.join(unsupported)}.",
+            status=422,
+            details={"engine": engine, "options": unsupported, "supported": sorted(engine_cls.options)},
+        )
 
 
 def _dedup_key(*, tenant: Tenant, kind: str, engine: str, inputs: dict[str, Any]) -> str:
@@ -159,7 +195,13 @@ def job_submit_tts(
     if priority == Job.Priority.HIGH and not limits.allow_high_priority:
         raise ApplicationError("priority_not_allowed", "This tenant may not submit high-priority jobs.", status=403)
     inputs = {"text": params.text, "language": params.language, "format": params.format, "speed": params.speed}
-    dedup_key = _dedup_key(tenant=tenant, kind=Job.Kind.TTS, engine=params.engine, inputs=inputs) if use_cache else ""
+    if params.voice is not None:
+        inputs["voice_id"] = str(params.voice.id)
+    if params.instruct:
+        inputs["instruct"] = params.instruct
+    # The voice's audio, not only its id, makes two requests identical.
+    material = {**inputs, "voice_sha256": params.voice.content_sha256} if params.voice is not None else inputs
+    dedup_key = _dedup_key(tenant=tenant, kind=Job.Kind.TTS, engine=params.engine, inputs=material) if use_cache else ""
     with transaction.atomic():
         # One tenant's submissions in turn, so quota checks are exact. SQLite's
         # IMMEDIATE transactions already serialize writers; Postgres locks the row.
@@ -173,7 +215,7 @@ def job_submit_tts(
         if reuse:
             copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
         job = Job.objects.create(
-            tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, input=inputs, metadata=metadata,
+            tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, input=inputs, metadata=metadata, voice=params.voice,
             priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=dedup_key,
             dedup_of=source, cache_hit=source is not None, **copied,
         )
@@ -199,7 +241,7 @@ def _copied_result(source: Job) -> dict[str, Any]:
         "status": Status.SUCCEEDED, "progress": 100, "stage": "done", "started_at": now, "finished_at": now,
         "result_key": source.result_key, "result_content_type": source.result_content_type,
         "result_duration_s": source.result_duration_s, "result_size_bytes": source.result_size_bytes,
-        "result_expires_at": source.result_expires_at,
+        "result_expires_at": source.result_expires_at, "result_info": source.result_info,
     }
 
 
@@ -445,13 +487,23 @@ def _job_execute(job: Job) -> None:
 def _job_synthesize(job: Job, workdir: Path) -> SpeechResult:
     engine = registry.get_engine(job.engine)
     request = SpeechRequest(
-        text=job.input["text"], language=job.input["language"], format=job.input["format"], speed=job.input.get("speed", 1.0)
+        text=job.input["text"], language=job.input["language"], format=job.input["format"], speed=job.input.get("speed", 1.0),
+        voice=_job_voice(job, workdir), instruct=job.input.get("instruct", ""),
     )
 
     def report(percent: int, stage: str) -> None:
         job_progress(job=job, percent=percent * _ENGINE_PROGRESS_SHARE // 100, stage=stage)
 
     return engine.run(request, report, workdir)
+
+
+def _job_voice(job: Job, workdir: Path) -> VoiceReference | None:
+    if not job.input.get("voice_id"):
+        return None
+    voice = VoicePrompt.objects.filter(id=job.input["voice_id"], tenant_id=job.tenant_id, status=VoicePrompt.Status.READY).first()
+    if voice is None:
+        raise PermanentEngineError("The job's voice was deleted before the job ran.", code="voice_deleted")
+    return voice_reference(voice=voice, workdir=workdir)
 
 
 def _owned(job: Job) -> Any:
@@ -496,6 +548,7 @@ def _job_store_result(job: Job, result: SpeechResult) -> None:
         result_duration_s=result.duration_s,
         result_size_bytes=result.size_bytes,
         result_expires_at=now + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS),
+        result_info=_result_info(result),
     )
     if not finished:  # canceled or taken over while storing: no orphan object
         default_storage.delete(stored_key)
@@ -507,6 +560,13 @@ def _job_store_result(job: Job, result: SpeechResult) -> None:
     except Exception:  # followers: the reaper finishes them; usage: logged
         logger.exception("bookkeeping after success failed")
     logger.info("job succeeded", extra={"duration_s": result.duration_s, "size_bytes": result.size_bytes})
+
+
+def _result_info(result: SpeechResult) -> dict[str, Any]:
+    if not result.voice:
+        return {}
+    voice = dict(result.voice)
+    return {"speaker_similarity": voice.pop("speaker_similarity"), "voice": voice}
 
 
 def _job_fail(job: Job, code: str, message: str) -> None:

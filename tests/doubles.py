@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from engines.errors import PermanentEngineError, TransientEngineError
-from engines.tts.base import TTSEngine
+from engines.tts.base import SpeechRequest, TTSEngine
 
 
 class _EnglishOnly(TTSEngine):
@@ -26,21 +26,21 @@ class ExplodingEngine(_EnglishOnly):
 
     name = "exploding"
 
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         raise RuntimeError("boom")
 
 
 class RejectingEngine(_EnglishOnly):
     name = "rejecting"
 
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         raise PermanentEngineError("This text cannot be spoken.", code="text_rejected")
 
 
 class UnavailableEngine(_EnglishOnly):
     name = "unavailable"
 
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         raise TransientEngineError("Model server is down.")
 
 
@@ -49,9 +49,9 @@ class ToneEngine(_EnglishOnly):
 
     name = "tone"
 
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         words = max(1, len(text.split()))
-        t = np.arange(int(self.sample_rate * 0.1 * words / speed)) / self.sample_rate
+        t = np.arange(int(self.sample_rate * 0.1 * words / request.speed)) / self.sample_rate
         return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
@@ -68,9 +68,9 @@ class SlowEngine(ToneEngine):
         (workdir / "scratch.bin").write_bytes(b"\0" * 1024)
         return super().run(request, progress, workdir)
 
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         time.sleep(self.chunk_seconds)
-        return super().synthesize_chunk(text, language=language, speed=speed)
+        return super().synthesize_chunk(text, request)
 
 
 class StuckEngine(SlowEngine):

@@ -61,6 +61,17 @@ client = APIClient(); client.credentials(HTTP_AUTHORIZATION="Bearer " + key)
 for lang in ("en", "cmn"):
     response = client.post("/v1/tts", {"text": "hello", "language": lang}, format="json")
     assert response.status_code == 202, response.content
+# A voice upload (analysis is the worker's) and speech in a voice.
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+settings.VOICE_ANALYSIS_WAIT_S = 0
+upload = SimpleUploadedFile("v.wav", b"RIFF" + bytes(5000), content_type="audio/wav")
+response = client.post("/v1/voices", {"audio": upload, "name": "v"}, format="multipart")
+assert response.status_code == 201, response.content
+from voices.models import VoicePrompt
+VoicePrompt.objects.update(status="ready", content_sha256="0" * 64)
+response = client.post("/v1/tts", {"text": "hi", "voice_id": response.json()["id"]}, format="json")
+assert response.status_code == 202, response.content
 import jobs.actors
 banned = [m for m in ("torch", "onnxruntime", "piper", "av") if m in sys.modules]
 print("BANNED", banned)

@@ -2,8 +2,7 @@ from django.apps import AppConfig
 
 
 class VoicesConfig(AppConfig):
-    """Voice prompts (upload, analysis, voice matching) arrive with the
-    "Voice prompts" issue; the app is registered now so the layout and the
-    dependency direction tenants <- voices <- jobs are fixed from the start."""
+    """Voice prompts: upload, analysis in workers, the voices API."""
 
     name = "voices"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -23,11 +23,23 @@ SILENCE_DBFS = -60.0
 
 
 @dataclass(frozen=True)
+class VoiceReference:
+    """A analysed voice prompt, as engines receive it."""
+
+    audio_path: Path  # 16 kHz mono WAV, trimmed and level-normalized
+    transcript: str = ""
+    language: str = ""
+    embedding: tuple[float, ...] = ()  # speaker embedding of the prompt (resemblyzer)
+
+
+@dataclass(frozen=True)
 class SpeechRequest:
     text: str
     language: str
     format: str = "wav"
     speed: float = 1.0
+    voice: VoiceReference | None = None
+    instruct: str = ""  # style: emotion, speed, dialect (engines with "instruct" only)
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,9 @@ class SpeechResult:
     duration_s: float
     size_bytes: int
     chunks: int
+    # With a voice: speaker_similarity (output vs prompt) and how the voice
+    # was produced: "cloned" by the engine, or built-in "matching" applied/skipped.
+    voice: dict | None = None
 
 
 class TTSEngine(ABC):
@@ -52,6 +67,13 @@ class TTSEngine(ABC):
     name: ClassVar[str]
     sample_rate: ClassVar[int]
     max_chunk_chars: ClassVar[int] = 300
+    # Request options this engine honours; others are refused at submit
+    # ("unsupported_option"), never silently ignored.
+    options: ClassVar[frozenset[str]] = frozenset({"speed", "voice"})
+    # True: the engine itself speaks in the prompt's voice (zero-shot cloning).
+    # False: built-in voice matching moves its output toward the prompt.
+    clones_voice: ClassVar[bool] = False
+    requires_voice: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._load_lock = threading.Lock()
@@ -66,6 +88,11 @@ class TTSEngine(ABC):
     def supports_language(cls, language: str) -> bool:
         return language.lower() in cls.languages()
 
+    @classmethod
+    def configuration_problem(cls) -> str | None:
+        """Why this engine cannot run in this deployment (e.g. no server URL), else None."""
+        return None
+
     def load(self) -> None:
         """Load models once; safe to call from several threads."""
         with self._load_lock:
@@ -77,8 +104,9 @@ class TTSEngine(ABC):
         """Heavy, one-time initialization (model files, native libraries)."""
 
     @abstractmethod
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
-        """Synthesize one chunk to float32 mono samples at ``sample_rate``."""
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
+        """Synthesize one chunk to float32 mono samples at ``sample_rate``.
+        ``request`` carries language, speed, voice and instruct."""
 
     def run(self, request: SpeechRequest, progress: ProgressCallback, workdir: Path) -> SpeechResult:
         self.load()
@@ -86,13 +114,18 @@ class TTSEngine(ABC):
         if not chunks:
             raise PermanentEngineError("The text contains nothing to speak.", code="empty_text")
         progress(5, "synthesizing")
+        share = 85 if request.voice is None else 70  # the rest: matching and scoring
         pieces = []
         for index, chunk in enumerate(chunks, start=1):
-            pieces.append(self.synthesize_chunk(chunk, language=request.language, speed=request.speed))
-            progress(5 + (85 * index) // len(chunks), "synthesizing")
+            pieces.append(self.synthesize_chunk(chunk, request))
+            progress(5 + (share * index) // len(chunks), "synthesizing")
         audio = join_chunks(pieces, self.sample_rate)
         if rms_dbfs(audio) < SILENCE_DBFS:
             raise PermanentEngineError("The engine produced no audible speech for this text.", code="no_speech_generated")
+        voice_report = None
+        if request.voice is not None:
+            progress(5 + share, "matching voice" if not self.clones_voice else "scoring voice")
+            audio, voice_report = self._in_voice(audio, request.voice)
         progress(92, "encoding")
         spec = FORMATS[request.format]
         path = workdir / f"speech.{spec.extension}"
@@ -105,4 +138,37 @@ class TTSEngine(ABC):
             duration_s=round(probe_duration(path), 3),
             size_bytes=path.stat().st_size,
             chunks=len(chunks),
+            voice=voice_report,
         )
+
+    def _in_voice(self, audio: np.ndarray, voice: VoiceReference) -> tuple[np.ndarray, dict]:
+        """Score the output against the prompt; for engines that do not clone,
+        apply voice matching first and keep it only when it brought the output
+        closer to the prompt (WORLD resynthesis costs a little similarity, so
+        a voice that already matches is better left alone)."""
+        from engines.voice import matching, speaker
+
+        target = np.asarray(voice.embedding, dtype=np.float32) if voice.embedding else speaker.embed(_prompt_audio(voice))
+        before = speaker.similarity(speaker.embed(audio, self.sample_rate), target)
+        if self.clones_voice:
+            return audio, {"mode": "cloned", "speaker_similarity": round(before, 3)}
+        try:
+            matched = matching.match_voice(audio, self.sample_rate, matching.voice_profile(_prompt_audio(voice)))
+        except ValueError:  # too little voiced speech on one side: nothing to match
+            return audio, {"mode": "matching", "matching_applied": False, "speaker_similarity": round(before, 3)}
+        after = speaker.similarity(speaker.embed(matched, self.sample_rate), target)
+        applied = after > before
+        return (matched if applied else audio), {
+            "mode": "matching",
+            "matching_applied": applied,
+            "speaker_similarity": round(max(after, before), 3),
+            "speaker_similarity_unmatched": round(before, 3),
+        }
+
+
+def _prompt_audio(voice: VoiceReference) -> np.ndarray:
+    from engines.audio.io import decode_audio
+    from engines.voice.prompt import PROMPT_SAMPLE_RATE
+
+    audio, _ = decode_audio(voice.audio_path, PROMPT_SAMPLE_RATE)
+    return audio

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from engines.errors import PermanentEngineError, TransientEngineError
-from engines.tts.base import TTSEngine
+from engines.tts.base import SpeechRequest, TTSEngine
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_CHARS_UTF8 = 1
@@ -133,7 +133,8 @@ class EspeakEngine(TTSEngine):
                 index += 1
         return found
 
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
+        language, speed = request.language, request.speed
         identifier = voice_table().get(language.lower())
         if identifier is None:
             raise PermanentEngineError(f"espeak has no voice for language '{language}'.", code="unsupported_language")

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.tts.base import TTSEngine
+from engines.tts.base import SpeechRequest, TTSEngine
 
 
 class PiperEngine(TTSEngine):
@@ -34,9 +34,9 @@ class PiperEngine(TTSEngine):
         # The model's rate is authoritative; the class default documents it.
         type(self).sample_rate = int(self._voice.config.sample_rate)
 
-    def synthesize_chunk(self, text: str, *, language: str, speed: float) -> np.ndarray:
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         from piper import SynthesisConfig
 
-        config = SynthesisConfig(length_scale=1.0 / speed)
+        config = SynthesisConfig(length_scale=1.0 / request.speed)
         pieces = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=config)]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

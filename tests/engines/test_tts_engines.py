@@ -118,5 +118,5 @@ def test_two_espeak_instances_share_the_native_library_safely(tmp_path_factory):
     first.load()
     second.load()
     for engine in (first, second, first):
-        audio = engine.synthesize_chunk("Both instances speak.", language="en", speed=1.0)
+        audio = engine.synthesize_chunk("Both instances speak.", SpeechRequest(text="", language="en"))
         assert len(audio) > 0.5 * engine.sample_rate and rms_dbfs(audio) > -35

@@ -89,7 +89,7 @@ class Command(BaseCommand):
         worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}
         worker = ProcessSpec(
             "worker",
-            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads), "--queues", "tts-high", "tts"],
+            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads), "--queues", "voices", "tts-high", "tts"],
             worker_env,
         )
         # Webhook deliveries wait on receivers (up to the timeouts): their own
@@ -97,7 +97,7 @@ class Command(BaseCommand):
         webhooks = ProcessSpec(
             "webhooks",
             [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", "--queues", "webhooks"],
-            {**worker_env, "ENGINES_PRELOAD": ""},
+            {**worker_env, "ENGINES_PRELOAD": "", "VOICE_MODELS_PRELOAD": "0"},
         )
         for spec in (worker, webhooks, web):
             supervisor.specs.append(spec)

@@ -1,0 +1,206 @@
+"""Voice writes: upload, analysis (in a worker), deletion.
+
+The web process only stores the upload under a server-generated key and
+queues its analysis: decoding untrusted media (FFmpeg) and the torch models
+(silero-vad, resemblyzer) run in workers. The upload request waits a bounded
+time for the verdict, so a client usually gets the finished voice, or the
+rejection with its code, in the same response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from core.errors import ApplicationError
+from core.storage import storage_errors
+from engines.tts.base import VoiceReference
+from tenants.models import Tenant
+from voices.models import VoicePrompt
+
+logger = logging.getLogger(__name__)
+Status = VoicePrompt.Status
+
+
+def _voice_dir(voice: VoicePrompt) -> str:
+    return f"tenants/{voice.tenant_id}/voices/{voice.id}"
+
+
+def _notify_key(voice_id: object) -> str:
+    return f"mynah:voice-analyzed:{voice_id}"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=settings.VOICE_ANALYSIS_WAIT_S + 5, socket_connect_timeout=1.0)
+
+
+# ---------------------------------------------------------------- web side
+
+
+def voice_create(
+    *, tenant: Tenant, upload: UploadedFile, name: str, language: str, transcript: str, actor: str, ip: str | None
+) -> VoicePrompt:
+    if upload.size > settings.VOICE_MAX_UPLOAD_BYTES:
+        raise ApplicationError(
+            "file_too_large", f"The audio file is {upload.size} bytes; the limit is {settings.VOICE_MAX_UPLOAD_BYTES}.",
+            status=413, details={"size_bytes": upload.size, "limit_bytes": settings.VOICE_MAX_UPLOAD_BYTES},
+        )
+    if upload.size == 0:
+        raise ApplicationError("audio_unreadable", "The audio file is empty.", status=422)
+    count = VoicePrompt.objects.filter(tenant=tenant).count()
+    if count >= settings.VOICE_MAX_PER_TENANT:
+        raise ApplicationError(
+            "too_many_voices", f"The tenant has {count} voices; the limit is {settings.VOICE_MAX_PER_TENANT}. Delete some first.",
+            status=409, details={"voices": count, "limit": settings.VOICE_MAX_PER_TENANT},
+        )
+    voice = VoicePrompt(tenant=tenant, name=name, language=language, transcript=transcript, upload_size_bytes=upload.size)
+    # The client's file name and content type never reach a path: FFmpeg
+    # identifies the format from the bytes.
+    voice.upload_key = default_storage.save(f"{_voice_dir(voice)}/upload.bin", File(upload, name="upload.bin"))
+    try:
+        with transaction.atomic():
+            voice.save(force_insert=True)
+            audit_record(action="voice.create", actor=actor, tenant=tenant, target=voice, ip=ip, metadata={"size_bytes": upload.size})
+            transaction.on_commit(partial(_analysis_send, voice.id), robust=True)
+    except Exception:
+        default_storage.delete(voice.upload_key)
+        raise
+    return voice
+
+
+def _analysis_send(voice_id: object) -> None:
+    from voices.actors import voice_analyze
+
+    voice_analyze.send(str(voice_id))
+
+
+def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -> VoicePrompt:
+    """Wait (bounded) for the worker's verdict. A voice the worker rejected is
+    removed and its code raised (422): it never existed for the client. Past
+    the wait the voice is returned still ``processing``; its verdict then
+    shows on GET, where a rejected voice stays visible as ``failed``."""
+    timeout_s = settings.VOICE_ANALYSIS_WAIT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        voice.refresh_from_db()
+        remaining = deadline - time.monotonic()
+        if voice.status != Status.PROCESSING or remaining <= 0:
+            break
+        _wait_for_notice(voice.id, remaining)
+    if voice.status == Status.FAILED:
+        code, message = voice.error_code, voice.error_message
+        _voice_remove(voice)
+        raise ApplicationError(code, message, status=422)
+    return voice
+
+
+def _wait_for_notice(voice_id: object, timeout_s: float) -> None:
+    """Block on the worker's Redis notice; poll slowly if Redis is down."""
+    try:
+        _redis().blpop([_notify_key(voice_id)], timeout=max(1, min(int(timeout_s), 30)))
+    except redis.RedisError:
+        time.sleep(min(0.5, timeout_s))
+
+
+def voice_delete(*, voice: VoicePrompt, actor: str, ip: str | None) -> None:
+    audit_record(action="voice.delete", actor=actor, tenant=voice.tenant, target=voice, ip=ip, metadata={"name": voice.name})
+    _voice_remove(voice)
+
+
+def _voice_remove(voice: VoicePrompt) -> None:
+    """Row first: a job that still needs the prompt then fails with
+    ``voice_deleted`` instead of finding half a voice."""
+    keys = [key for key in (voice.upload_key, voice.prompt_key) if key]
+    voice.delete()
+    for key in keys:
+        try:
+            default_storage.delete(key)
+        except storage_errors():  # an orphan object; purge_expired sweeps the prefix
+            logger.warning("could not delete a voice file", extra={"key": key}, exc_info=True)
+
+
+# -------------------------------------------------------------- worker side
+
+
+def voice_analyze(*, voice_id: str) -> None:
+    """Decode, detect speech, trim, normalize, embed and score one upload.
+    Rejections are final (``failed`` with a stable code); storage errors
+    raise so Dramatiq retries; a bug fails the voice as ``analysis_failed``."""
+    from engines.voice.prompt import PromptRejected
+
+    voice = VoicePrompt.objects.filter(id=voice_id, status=Status.PROCESSING).first()
+    if voice is None:
+        return  # deleted, or already analysed (a redelivered message)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mynah-voice-") as workdir:
+            _voice_analyze_in(voice, Path(workdir))
+    except PromptRejected as exc:
+        _voice_finish(voice, status=Status.FAILED, error_code=exc.code, error_message=exc.message)
+    except storage_errors():
+        logger.warning("storage error while analysing a voice; retrying", exc_info=True)
+        raise
+    except Exception as exc:
+        logger.exception("voice analysis failed")
+        _voice_finish(voice, status=Status.FAILED, error_code="analysis_failed", error_message=f"Analysis failed: {type(exc).__name__}")
+
+
+def _voice_analyze_in(voice: VoicePrompt, workdir: Path) -> None:
+    from engines.audio.io import encode_audio
+    from engines.voice.analysis import analyze_prompt
+    from engines.voice.prompt import PROMPT_SAMPLE_RATE, decode_prompt
+
+    upload = workdir / "upload.bin"
+    with default_storage.open(voice.upload_key, "rb") as source, upload.open("wb") as target:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            target.write(chunk)
+    decoded = decode_prompt(upload, max_audio_s=settings.VOICE_MAX_AUDIO_S)
+    analysis = analyze_prompt(decoded.samples, min_speech_s=settings.VOICE_MIN_SPEECH_S, max_speech_s=settings.VOICE_MAX_SPEECH_S)
+    prompt = workdir / "prompt.wav"
+    encode_audio(analysis.audio, PROMPT_SAMPLE_RATE, prompt, "wav")
+    content = prompt.read_bytes()
+    prompt_key = default_storage.save(f"{_voice_dir(voice)}/prompt.wav", ContentFile(content, name="prompt.wav"))
+    finished = _voice_finish(
+        voice, status=Status.READY, prompt_key=prompt_key, content_sha256=hashlib.sha256(content).hexdigest(),
+        container=decoded.container[:40], duration_s=decoded.duration_s, speech_s=analysis.speech_s,
+        sample_rate=decoded.source_sample_rate, channels=decoded.source_channels, quality_score=analysis.score,
+        quality_warnings=list(analysis.warnings), quality_metrics=analysis.metrics,
+        embedding=[round(float(x), 6) for x in analysis.embedding],
+    )
+    if not finished:  # deleted while we worked: leave no orphan
+        default_storage.delete(prompt_key)
+
+
+def _voice_finish(voice: VoicePrompt, **fields: object) -> bool:
+    updated = VoicePrompt.objects.filter(id=voice.id, status=Status.PROCESSING).update(analyzed_at=timezone.now(), **fields)
+    try:
+        client = _redis()
+        client.rpush(_notify_key(voice.id), "1")
+        client.expire(_notify_key(voice.id), 120)
+    except redis.RedisError:  # the waiting request falls back to polling
+        logger.warning("could not notify the upload request", exc_info=True)
+    logger.info("voice analysed", extra={"voice_id": str(voice.id), "status": fields.get("status"), "error_code": fields.get("error_code")})
+    return bool(updated)
+
+
+def voice_reference(*, voice: VoicePrompt, workdir: Path) -> VoiceReference:
+    """The voice as an engine receives it: its prompt copied into the job's workdir."""
+    path = workdir / "voice-prompt.wav"
+    with default_storage.open(voice.prompt_key, "rb") as source:
+        path.write_bytes(source.read())
+    return VoiceReference(
+        audio_path=path, transcript=voice.transcript, language=voice.language, embedding=tuple(voice.embedding)
+    )
