@@ -20,6 +20,7 @@ import pickup  # noqa: E402
 import priority  # noqa: E402
 import sse  # noqa: E402
 import submit  # noqa: E402
+import voice_similarity  # noqa: E402
 from common import ms, wait_all_done  # noqa: E402
 
 from tests.stack import Stack  # noqa: E402
@@ -61,7 +62,16 @@ def main() -> None:
             stack.stop()
     for row in engine_speed.run():
         rows.append((f"engine {row['engine']} [{row['language']}] RTF", f"{row['rtf']:.3f} ({row['audio_s']:.1f} s audio in {row['synth_s'] * 1000:.0f} ms)"))
+    voices = voice_similarity.run()
+    pairs = voices["rows"]
+    mean = lambda key: sum(row[key] for row in pairs) / len(pairs)  # noqa: E731
+    rows.append((f"voice matching: speaker similarity without -> with ({len(pairs)} prompt x engine pairs)", f"{mean('without'):.3f} -> {mean('with'):.3f}"))
+    rows.append(("voice prompt analysis p50 (VAD + embedding + quality)", ms(voices["analysis_p50_s"])))
     table = "| benchmark | result |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    table += "\n\n| prompt voice | engine | similarity without matching | with matching | matching kept |\n|---|---|---|---|---|\n"
+    table += "\n".join(
+        f"| {r['prompt']} | {r['engine']} | {r['without']:.3f} | {r['with']:.3f} | {'yes' if r['applied'] else 'no'} |" for r in pairs
+    )
     out = ROOT / "bench" / "results" / "latest.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# Mynah benchmarks ({os.cpu_count()} cores)\n\n{table}\n")

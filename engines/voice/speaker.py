@@ -30,8 +30,11 @@ def _load() -> Any:
 
 
 def load() -> None:
-    """Load the encoder now (worker start), not during the first job."""
+    """Load the encoder now (worker start), not during the first job, and run
+    it once: librosa's first mel spectrogram compiles code (~1.5 s)."""
     _load()
+    tone = np.sin(np.linspace(0, 2000 * np.pi, PROMPT_SAMPLE_RATE * 2)).astype(np.float32) * 0.1
+    embed(tone)
 
 
 def _prepared(audio: np.ndarray, sample_rate: int) -> np.ndarray:
