@@ -207,3 +207,25 @@ def test_a_job_whose_voice_was_deleted_fails_clearly(api, stella, stub_broker, w
     with running_worker(stub_broker):
         job = _wait_job(api, response.json()["id"])
     assert (job["status"], job["error"]["code"]) == ("failed", "voice_deleted")
+
+
+def test_a_lost_analysis_message_is_resent_by_the_reaper(api, stub_broker, settings, tmp_path):
+    from django.core.management import call_command
+
+    settings.VOICE_ANALYSIS_WAIT_S = 0
+    voice_id = _upload(api, _audio_file(tmp_path, padded(speech("en+f3")))).json()["id"]
+    stub_broker.flush_all()  # the message is lost (Redis restarted without persistence, say)
+    VoicePrompt.objects.filter(id=voice_id).update(created_at=VoicePrompt.objects.get(id=voice_id).created_at.replace(year=2020))
+    call_command("reap_jobs", stdout=open("/dev/null", "w"))
+    with running_worker(stub_broker):
+        stub_broker.join("voices", timeout=60_000)
+    assert api.get(f"/v1/voices/{voice_id}").json()["status"] == "ready"
+
+
+def test_a_storage_outage_at_upload_is_503_and_saves_nothing(api, settings, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("storage root replaced by a file: every write fails in the filesystem")
+    settings.STORAGES = {**settings.STORAGES, "default": {**settings.STORAGES["default"], "OPTIONS": {"location": blocked}}}
+    response = _upload(api, _audio_file(tmp_path, padded(speech("en+f3"))))
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "service_unavailable")
+    assert not VoicePrompt.objects.exists()

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import tempfile
 import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
-from core.errors import ApplicationError
+from core.errors import ApplicationError, NotFound
 from core.storage import storage_errors
 from engines.tts.base import VoiceReference
 from tenants.models import Tenant
@@ -70,7 +71,11 @@ def voice_create(
     voice = VoicePrompt(tenant=tenant, name=name, language=language, transcript=transcript, upload_size_bytes=upload.size)
     # The client's file name and content type never reach a path: FFmpeg
     # identifies the format from the bytes.
-    voice.upload_key = default_storage.save(f"{_voice_dir(voice)}/upload.bin", File(upload, name="upload.bin"))
+    try:
+        voice.upload_key = default_storage.save(f"{_voice_dir(voice)}/upload.bin", File(upload, name="upload.bin"))
+    except storage_errors():
+        logger.warning("storing a voice upload failed", exc_info=True)
+        raise ApplicationError("service_unavailable", "Storage is unavailable; nothing was saved. Retry shortly.", status=503) from None
     try:
         with transaction.atomic():
             voice.save(force_insert=True)
@@ -96,7 +101,10 @@ def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -
     timeout_s = settings.VOICE_ANALYSIS_WAIT_S if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     while True:
-        voice.refresh_from_db()
+        try:
+            voice.refresh_from_db()
+        except VoicePrompt.DoesNotExist:  # deleted by another request meanwhile
+            raise NotFound("Voice not found.") from None
         remaining = deadline - time.monotonic()
         if voice.status != Status.PROCESSING or remaining <= 0:
             break
@@ -114,6 +122,17 @@ def _wait_for_notice(voice_id: object, timeout_s: float) -> None:
         _redis().blpop([_notify_key(voice_id)], timeout=max(1, min(int(timeout_s), 30)))
     except redis.RedisError:
         time.sleep(min(0.5, timeout_s))
+
+
+def voices_resend_stuck(*, older_than_s: float = 60.0) -> int:
+    """Re-queue the analysis of voices still processing after ``older_than_s``
+    (their message was lost: Redis down at upload, a worker killed). Analysis
+    is idempotent: only the first verdict is recorded."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    stuck = list(VoicePrompt.objects.filter(status=Status.PROCESSING, created_at__lt=cutoff).values_list("id", flat=True)[:500])
+    for voice_id in stuck:
+        _analysis_send(voice_id)
+    return len(stuck)
 
 
 def voice_delete(*, voice: VoicePrompt, actor: str, ip: str | None) -> None:

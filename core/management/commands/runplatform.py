@@ -133,6 +133,7 @@ Try it:
 
     def _supervise(self, supervisor: Supervisor, stop: threading.Event) -> None:
         from jobs.services import jobs_requeue_abandoned, jobs_resend_unsent
+        from voices.services import voices_resend_stuck
         from webhooks.services import webhooks_sweep
 
         next_reap = time.monotonic() + REAP_INTERVAL_S
@@ -144,5 +145,6 @@ Try it:
                     jobs_resend_unsent()
                     jobs_requeue_abandoned()
                     webhooks_sweep()
+                    voices_resend_stuck()
                 except Exception as exc:  # the database may be briefly busy
                     self.stderr.write(f"[reaper] {exc}")

@@ -1,13 +1,15 @@
 from django.core.management.base import BaseCommand
 
 from jobs.services import jobs_requeue_abandoned, jobs_resend_unsent
+from voices.services import voices_resend_stuck
 from webhooks.services import webhooks_sweep
 
 
 class Command(BaseCommand):
     help = (
         "Re-send queued jobs whose message never reached Redis, requeue running jobs whose worker died, "
-        "and send webhook deliveries that are due (long backoffs, lost messages, dead workers)."
+        "send webhook deliveries that are due (long backoffs, lost messages, dead workers), "
+        "and re-queue voice analyses whose message was lost."
     )
 
     def add_arguments(self, parser):
@@ -17,4 +19,8 @@ class Command(BaseCommand):
         resent = jobs_resend_unsent(older_than_s=unsent_after)
         requeued = jobs_requeue_abandoned()
         deliveries = webhooks_sweep()
-        self.stdout.write(f"resent {resent} unsent job(s); requeued {requeued} abandoned job(s); sent {deliveries} due webhook deliveries")
+        voices = voices_resend_stuck()
+        self.stdout.write(
+            f"resent {resent} unsent job(s); requeued {requeued} abandoned job(s); sent {deliveries} due webhook deliveries; "
+            f"re-queued {voices} voice analyses"
+        )
