@@ -54,6 +54,11 @@ def get_engine(name: str) -> TTSEngine:
     return engine
 
 
+def language_supported(language: str) -> bool:
+    """Whether any registered engine speaks ``language`` (no model loads)."""
+    return any(engine_class(name).supports_language(language) for name in engine_names())
+
+
 def default_engine_for(language: str) -> str:
     """English goes to the neural voice; every other language to espeak-ng."""
     return "piper" if language.lower() in engine_class("piper").languages() else "espeak"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from core.errors import NotFound
+from core.lookups import owned_or_404
 from jobs.models import Job
 from tenants.limits import tenant_limits
 from tenants.models import Tenant
@@ -16,14 +14,7 @@ from tenants.selectors import usage_get
 
 
 def job_get(*, tenant: Tenant, job_id: str) -> Job:
-    try:
-        key = uuid.UUID(str(job_id))
-    except ValueError:
-        raise NotFound("Job not found.") from None
-    job = Job.objects.filter(tenant=tenant, id=key).first()
-    if job is None:
-        raise NotFound("Job not found.")
-    return job
+    return owned_or_404(Job.objects.all(), tenant=tenant, object_id=job_id, what="Job")
 
 
 def job_list(*, tenant: Tenant, status: str | None = None, kind: str | None = None) -> QuerySet[Job]:

@@ -103,7 +103,7 @@ def tts_params_resolve(
                 "unknown_engine", f"Unknown engine '{engine}'.", details={"engines": registry.engine_names()}
             ) from None
     else:
-        if not any(registry.engine_class(name).supports_language(language) for name in registry.engine_names()):
+        if not registry.language_supported(language):
             raise ApplicationError("unsupported_language", f"No engine speaks language '{language}'.", details={"language": language})
         engine = registry.default_engine_for(language)
         engine_cls = registry.engine_class(engine)

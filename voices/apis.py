@@ -24,7 +24,7 @@ from voices.schemas import VoiceSerializer
 
 def _known_language(language: str) -> str:
     language = language.strip().lower()
-    if not any(registry.engine_class(name).supports_language(language) for name in registry.engine_names()):
+    if not registry.language_supported(language):
         raise ApplicationError("unsupported_language", f"No engine speaks language '{language}'.", details={"language": language})
     return language
 

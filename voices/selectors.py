@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.db.models import QuerySet
 
-from core.errors import NotFound
+from core.lookups import owned_or_404
 from tenants.models import Tenant
 from voices.models import VoicePrompt
 
 
 def voice_get(*, tenant: Tenant, voice_id: str) -> VoicePrompt:
-    try:
-        key = uuid.UUID(str(voice_id))
-    except ValueError:
-        raise NotFound("Voice not found.") from None
-    voice = VoicePrompt.objects.filter(tenant=tenant, id=key).first()
-    if voice is None:
-        raise NotFound("Voice not found.")
-    return voice
+    return owned_or_404(VoicePrompt.objects.all(), tenant=tenant, object_id=voice_id, what="Voice")
 
 
 def voice_list(*, tenant: Tenant, status: str | None = None) -> QuerySet[VoicePrompt]:

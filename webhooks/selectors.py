@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.db.models import QuerySet
 
-from core.errors import NotFound
+from core.lookups import id_or_404, owned_or_404
 from tenants.models import Tenant
 from webhooks.models import Delivery, Endpoint
 
 
-def _uuid(value: Any, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise NotFound(f"{what} not found.") from None
-
-
 def endpoint_get(*, tenant: Tenant, endpoint_id: Any) -> Endpoint:
-    endpoint = Endpoint.objects.filter(tenant=tenant, id=_uuid(endpoint_id, "Endpoint")).first()
-    if endpoint is None:
-        raise NotFound("Endpoint not found.")
-    return endpoint
+    return owned_or_404(Endpoint.objects.all(), tenant=tenant, object_id=endpoint_id, what="Endpoint")
 
 
 def endpoint_list(*, tenant: Tenant) -> QuerySet[Endpoint]:
@@ -31,10 +20,7 @@ def endpoint_list(*, tenant: Tenant) -> QuerySet[Endpoint]:
 
 
 def delivery_get(*, tenant: Tenant, delivery_id: Any) -> Delivery:
-    delivery = Delivery.objects.filter(tenant=tenant, id=_uuid(delivery_id, "Delivery")).select_related("endpoint").first()
-    if delivery is None:
-        raise NotFound("Delivery not found.")
-    return delivery
+    return owned_or_404(Delivery.objects.select_related("endpoint"), tenant=tenant, object_id=delivery_id, what="Delivery")
 
 
 def delivery_list(
@@ -42,9 +28,9 @@ def delivery_list(
 ) -> QuerySet[Delivery]:
     deliveries = Delivery.objects.filter(tenant=tenant)
     if endpoint_id:
-        deliveries = deliveries.filter(endpoint_id=_uuid(endpoint_id, "Endpoint"))
+        deliveries = deliveries.filter(endpoint_id=id_or_404(endpoint_id, "Endpoint"))
     if job_id:
-        deliveries = deliveries.filter(job_id=_uuid(job_id, "Job"))
+        deliveries = deliveries.filter(job_id=id_or_404(job_id, "Job"))
     if status:
         deliveries = deliveries.filter(status=status)
     return deliveries.order_by("-created_at", "-id")
