@@ -148,14 +148,16 @@ class TTSEngine(ABC):
         a voice that already matches is better left alone)."""
         from engines.voice import matching, speaker
 
-        target = np.asarray(voice.embedding, dtype=np.float32) if voice.embedding else speaker.embed(_prompt_audio(voice))
+        prompt = _prompt_audio(voice) if not (voice.embedding and self.clones_voice) else None
+        target = np.asarray(voice.embedding, dtype=np.float32) if voice.embedding else speaker.embed(prompt)
         before = speaker.similarity(speaker.embed(audio, self.sample_rate), target)
         if self.clones_voice:
             return audio, {"mode": "cloned", "speaker_similarity": round(before, 3)}
         try:
-            matched = matching.match_voice(audio, self.sample_rate, matching.voice_profile(_prompt_audio(voice)))
+            matched = matching.match_voice(audio, self.sample_rate, matching.voice_profile(prompt))
         except ValueError:  # too little voiced speech on one side: nothing to match
-            return audio, {"mode": "matching", "matching_applied": False, "speaker_similarity": round(before, 3)}
+            unmatched = round(before, 3)
+            return audio, {"mode": "matching", "matching_applied": False, "speaker_similarity": unmatched, "speaker_similarity_unmatched": unmatched}
         after = speaker.similarity(speaker.embed(matched, self.sample_rate), target)
         applied = after > before
         return (matched if applied else audio), {
