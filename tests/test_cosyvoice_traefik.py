@@ -83,10 +83,12 @@ def test_every_job_succeeds_when_an_instance_dies_mid_run(api, stub_broker, tmp_
             time.sleep(0.02)
         second.kill()
         calls_at_kill = len(second.calls())
+        finished_at_kill = Job.objects.filter(status="succeeded", engine="cosyvoice").count()
         jobs = [_wait_job(api, job_id, timeout=90) for job_id in job_ids]
     assert [job["status"] for job in jobs] == ["succeeded"] * 12, [job["error"] for job in jobs]
     assert all(job["result"]["voice"]["mode"] == "cloned" for job in jobs)
     assert Job.objects.filter(status="succeeded", engine="cosyvoice").count() == 12
+    assert finished_at_kill < 12  # the kill landed mid-run
     assert len(second.calls()) == calls_at_kill
     assert len(first.calls()) + calls_at_kill >= 24  # two chunks per job, each sent once at least
     assert any(call["path"] == "/inference_zero_shot" for call in first.calls())
