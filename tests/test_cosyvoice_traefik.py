@@ -15,8 +15,9 @@ from core.redis_server import free_port
 from engines import registry
 from jobs.models import Job
 from tests.audio_samples import padded, speech
-from tests.test_voices_api import _audio_file, _upload, _wait_job, running_worker
+from tests.test_voices_api import _audio_file, _upload, _wait_job
 from tests.traefik import Traefik, http_status
+from tests.workers import running_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import dramatiq
 import numpy as np
 import pytest
 from django.core.files.storage import default_storage
@@ -15,19 +13,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.models import Job
 from tests.audio_samples import FORMATS, RATE, encode, padded, speech
+from tests.workers import running_worker
 from voices.models import VoicePrompt
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker thread needs committed rows
-
-
-@contextmanager
-def running_worker(broker):
-    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ import ipaddress
 import json
 import socket
 import time
-from contextlib import contextmanager
 
-import dramatiq
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -17,6 +15,7 @@ from jobs import services as job_services
 from jobs.models import Job
 from jobs.services import TtsParams
 from tests.receivers import Receiver, Reply
+from tests.workers import running_worker
 from webhooks import services, transport
 from webhooks.models import Delivery, Endpoint
 
@@ -31,16 +30,6 @@ def allow_loopback(settings):
     settings.WEBHOOK_CONNECT_TIMEOUT_S = 0.5
     settings.WEBHOOK_DISABLE_AFTER_FAILURES = 3
     return settings
-
-
-@contextmanager
-def running_worker(broker):
-    worker = dramatiq.Worker(broker, worker_timeout=20, worker_threads=2)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
 
 
 def _wait(predicate, timeout=10.0):
@@ -74,7 +63,7 @@ def _verify(secret, received) -> dict:
 
 
 def test_delivery_is_signed_per_standard_webhooks(tenant, allow_loopback, stub_broker):
-    with Receiver() as receiver, running_worker(stub_broker):
+    with Receiver() as receiver, running_worker(stub_broker, worker_timeout=20):
         endpoint = _endpoint(tenant, receiver.url)
         delivery = _publish(tenant)
         assert _finished(delivery.id).status == "succeeded"
@@ -88,7 +77,7 @@ def test_delivery_is_signed_per_standard_webhooks(tenant, allow_loopback, stub_b
 
 def test_5xx_and_timeouts_retry_with_backoff_until_one_success(tenant, allow_loopback, stub_broker):
     replies = [Reply(500), Reply(200, delay_s=1.5), Reply(503), Reply(200)]
-    with Receiver(replies) as receiver, running_worker(stub_broker):
+    with Receiver(replies) as receiver, running_worker(stub_broker, worker_timeout=20):
         endpoint = _endpoint(tenant, receiver.url)
         delivery = _finished(_publish(tenant).id)
         time.sleep(0.5)  # nothing more may arrive after the success
@@ -106,7 +95,7 @@ def test_5xx_and_timeouts_retry_with_backoff_until_one_success(tenant, allow_loo
 
 
 def test_4xx_is_permanent(tenant, allow_loopback, stub_broker):
-    with Receiver([Reply(400)]) as receiver, running_worker(stub_broker):
+    with Receiver([Reply(400)]) as receiver, running_worker(stub_broker, worker_timeout=20):
         _endpoint(tenant, receiver.url)
         delivery = _finished(_publish(tenant).id)
         time.sleep(0.4)
@@ -115,7 +104,7 @@ def test_4xx_is_permanent(tenant, allow_loopback, stub_broker):
 
 
 def test_410_gone_disables_the_endpoint(tenant, allow_loopback, stub_broker):
-    with Receiver([Reply(410)]) as receiver, running_worker(stub_broker):
+    with Receiver([Reply(410)]) as receiver, running_worker(stub_broker, worker_timeout=20):
         endpoint = _endpoint(tenant, receiver.url)
         _finished(_publish(tenant).id)
     endpoint.refresh_from_db()
@@ -125,7 +114,7 @@ def test_410_gone_disables_the_endpoint(tenant, allow_loopback, stub_broker):
 
 def test_retries_exhausted_fail_and_repeated_failures_disable_the_endpoint(tenant, allow_loopback, stub_broker):
     schedule = allow_loopback.WEBHOOK_RETRY_SCHEDULE_S
-    with Receiver([Reply(500)]) as receiver, running_worker(stub_broker):
+    with Receiver([Reply(500)]) as receiver, running_worker(stub_broker, worker_timeout=20):
         endpoint = _endpoint(tenant, receiver.url)
         first = _finished(_publish(tenant).id)
         assert (first.status, first.attempts) == ("failed", len(schedule) + 1)
@@ -138,7 +127,7 @@ def test_retries_exhausted_fail_and_repeated_failures_disable_the_endpoint(tenan
 
 
 def test_a_success_resets_the_failure_count(tenant, allow_loopback, stub_broker):
-    with Receiver([Reply(400), Reply(400), Reply(200)]) as receiver, running_worker(stub_broker):
+    with Receiver([Reply(400), Reply(400), Reply(200)]) as receiver, running_worker(stub_broker, worker_timeout=20):
         endpoint = _endpoint(tenant, receiver.url)
         for _ in range(3):
             _finished(_publish(tenant).id)
@@ -157,7 +146,7 @@ def test_event_filter_and_disabled_endpoints(tenant, allow_loopback):
 
 
 def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(tenant, allow_loopback, stub_broker):
-    with Receiver() as receiver, running_worker(stub_broker):
+    with Receiver() as receiver, running_worker(stub_broker, worker_timeout=20):
         endpoint = _endpoint(tenant, receiver.url)
         old_secret = endpoint.secret
         services.endpoint_secret_rotate(endpoint=endpoint, actor="test")
@@ -184,7 +173,7 @@ def test_lost_messages_and_dead_workers_are_swept(tenant, allow_loopback, stub_b
         stub_broker.flush_all()  # the message never made it
         Delivery.objects.filter(id=delivery.id).update(status="sending", locked_until=delivery.created_at)  # worker died mid-send
         assert services.webhooks_sweep() == 1
-        with running_worker(stub_broker):
+        with running_worker(stub_broker, worker_timeout=20):
             assert _finished(delivery.id).status == "succeeded"
         assert services.webhooks_sweep() == 0
     assert len(receiver.requests) == 1
@@ -204,7 +193,7 @@ def test_a_duplicate_message_never_sends_twice(tenant, allow_loopback, stub_brok
 
 
 def test_job_lifecycle_reaches_a_per_job_webhook_url(api, tenant, allow_loopback, stub_broker):
-    with Receiver() as receiver, running_worker(stub_broker):
+    with Receiver() as receiver, running_worker(stub_broker, worker_timeout=20):
         response = api.post("/v1/tts", {"text": "Hello hook.", "engine": "tone", "webhook_url": receiver.url}, format="json")
         assert response.status_code == 202, response.content
         job_id = response.json()["id"]
@@ -276,7 +265,7 @@ def test_endpoint_api_rejects_bad_input(api, settings, payload, code):
 
 
 def test_replay_api_resends_with_the_same_id(api, other_api, tenant, allow_loopback, stub_broker):
-    with Receiver() as receiver, running_worker(stub_broker):
+    with Receiver() as receiver, running_worker(stub_broker, worker_timeout=20):
         _endpoint(tenant, receiver.url)
         delivery = _finished(_publish(tenant).id)
         assert other_api.post(f"/v1/webhook-deliveries/{delivery.id}/replay").status_code == 404
@@ -402,7 +391,7 @@ def test_admin_warns_about_disabled_endpoints_and_replays_deliveries(admin_clien
         admin_client.post("/admin/webhooks/endpoint/", {"action": "enable_selected", "_selected_action": [endpoint.id]})
         response = admin_client.post("/admin/webhooks/delivery/", {"action": "replay_selected", "_selected_action": [delivery.id]})
         assert response.status_code == 302
-        with running_worker(stub_broker):
+        with running_worker(stub_broker, worker_timeout=20):
             _wait(lambda: Delivery.objects.get(id=delivery.id).status == "succeeded")
     assert [item.headers["webhook-id"] for item in receiver.requests] == [str(delivery.id)] * 2
     detail = admin_client.get(f"/admin/webhooks/delivery/{delivery.id}/change/").content.decode()

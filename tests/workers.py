@@ -1,0 +1,21 @@
+"""A real Dramatiq Worker on the in-memory broker, for tests that need jobs,
+deliveries or voice analyses processed in the background."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dramatiq
+
+
+@contextmanager
+def running_worker(broker: dramatiq.Broker, *, worker_timeout: int = 50, threads: int = 2) -> Iterator[dramatiq.Worker]:
+    """``worker_timeout`` (ms) is how often idle worker threads look for
+    messages: small values make delayed messages (retries) start sooner."""
+    worker = dramatiq.Worker(broker, worker_timeout=worker_timeout, worker_threads=threads)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
