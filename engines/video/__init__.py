@@ -1,0 +1,1 @@
+"""Talking-head video engines: portrait + speech -> lip-synced MP4."""
