@@ -10,9 +10,15 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from engines.errors import UnknownEngine
 from engines.tts.base import TTSEngine
+from engines.video.base import TalkingHeadEngine
+
+TTS = "tts"
+TALKING_HEAD = "talking_head"
+_KIND_BASES = {TTS: TTSEngine, TALKING_HEAD: TalkingHeadEngine}
 
 BUILTIN_TTS_ENGINES: Mapping[str, str] = {
     "piper": "engines.tts.piper:PiperEngine",
@@ -20,9 +26,14 @@ BUILTIN_TTS_ENGINES: Mapping[str, str] = {
     # GPU model server adapter: usable once COSYVOICE_URLS is set.
     "cosyvoice": "engines.tts.cosyvoice:CosyVoiceEngine",
 }
+BUILTIN_VIDEO_ENGINES: Mapping[str, str] = {
+    "builtin": "engines.video.builtin:BuiltinEngine",
+    # ComfyUI + Sonic adapter: usable once COMFYUI_URLS is set.
+    "sonic": "engines.video.sonic:SonicEngine",
+}
 
 _extra_engines: dict[str, str] = {}
-_instances: dict[str, TTSEngine] = {}
+_instances: dict[str, TTSEngine | TalkingHeadEngine] = {}
 _lock = threading.Lock()
 
 
@@ -31,19 +42,28 @@ def register(name: str, dotted_path: str) -> None:
     _extra_engines[name] = dotted_path
 
 
-def engine_names() -> list[str]:
-    return sorted({**BUILTIN_TTS_ENGINES, **_extra_engines})
+def _paths() -> dict[str, str]:
+    return {**BUILTIN_TTS_ENGINES, **BUILTIN_VIDEO_ENGINES, **_extra_engines}
 
 
-def engine_class(name: str) -> type[TTSEngine]:
-    path = {**BUILTIN_TTS_ENGINES, **_extra_engines}.get(name)
+def engine_names(kind: str | None = None) -> list[str]:
+    """Registered engines, optionally only those of one kind (``tts`` or ``talking_head``)."""
+    return sorted(name for name in _paths() if kind is None or issubclass(engine_class(name), _KIND_BASES[kind]))
+
+
+def engine_class(name: str, kind: str | None = None) -> type:
+    """The engine's class; ``UnknownEngine`` if there is none of that kind."""
+    path = _paths().get(name)
     if path is None:
         raise UnknownEngine(name)
     module_name, _, attribute = path.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    cls = getattr(importlib.import_module(module_name), attribute)
+    if kind is not None and not issubclass(cls, _KIND_BASES[kind]):
+        raise UnknownEngine(name)
+    return cls
 
 
-def get_engine(name: str) -> TTSEngine:
+def get_engine(name: str) -> Any:
     """The process-wide loaded instance of engine ``name``."""
     with _lock:
         engine = _instances.get(name)
@@ -56,7 +76,7 @@ def get_engine(name: str) -> TTSEngine:
 
 def language_supported(language: str) -> bool:
     """Whether any registered engine speaks ``language`` (no model loads)."""
-    return any(engine_class(name).supports_language(language) for name in engine_names())
+    return any(engine_class(name).supports_language(language) for name in engine_names(TTS))
 
 
 def default_engine_for(language: str) -> str:
