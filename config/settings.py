@@ -149,7 +149,7 @@ WEB_THREADS = env_int("WEB_THREADS", 8)
 
 # --- Request limits: JSON bodies are small; uploads get their own limits.
 # No request body may exceed this (checked while it arrives, before Django).
-MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024)
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 40 * 1024 * 1024)
 MAX_JSON_BODY_BYTES = env_int("MAX_JSON_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_JSON_BODY_BYTES
 TTS_MAX_TEXT_CHARS = env_int("TTS_MAX_TEXT_CHARS", 5000)
@@ -163,10 +163,24 @@ VOICE_MAX_SPEECH_S = env_float("VOICE_MAX_SPEECH_S", 30.0)
 VOICE_ANALYSIS_WAIT_S = env_int("VOICE_ANALYSIS_WAIT_S", 20)
 VOICE_MAX_PER_TENANT = env_int("VOICE_MAX_PER_TENANT", 200)
 
+# --- Talking-head jobs: portrait + speech (uploaded audio, or text -> TTS).
+TALKING_HEAD_MAX_IMAGE_BYTES = env_int("TALKING_HEAD_MAX_IMAGE_BYTES", 10 * 1024 * 1024)
+TALKING_HEAD_MAX_IMAGE_SIDE = env_int("TALKING_HEAD_MAX_IMAGE_SIDE", 4096)
+# 120 s of 48 kHz stereo 16-bit WAV is 23 MB.
+TALKING_HEAD_MAX_AUDIO_BYTES = env_int("TALKING_HEAD_MAX_AUDIO_BYTES", 24 * 1024 * 1024)
+TALKING_HEAD_MAX_AUDIO_S = env_float("TALKING_HEAD_MAX_AUDIO_S", 120.0)  # decoded length
+TALKING_HEAD_DEFAULT_ENGINE = env_str("TALKING_HEAD_DEFAULT_ENGINE", "builtin")
+# Route jobs at or above this resolution to the "video-hires" queue (a
+# separate worker pool, e.g. bigger GPUs); 0 keeps every video job on "video".
+VIDEO_HIRES_MIN_RESOLUTION = env_int("VIDEO_HIRES_MIN_RESOLUTION", 0)
+
 # Multipart upload routes: whole-body limits (file limit + form overhead).
 # Files over their own limit get 413 file_too_large from the service.
 UPLOAD_FORM_OVERHEAD_BYTES = 256 * 1024
-UPLOAD_BODY_LIMITS = {"/v1/voices": VOICE_MAX_UPLOAD_BYTES + UPLOAD_FORM_OVERHEAD_BYTES}
+UPLOAD_BODY_LIMITS = {
+    "/v1/voices": VOICE_MAX_UPLOAD_BYTES + UPLOAD_FORM_OVERHEAD_BYTES,
+    "/v1/talking-head": TALKING_HEAD_MAX_IMAGE_BYTES + TALKING_HEAD_MAX_AUDIO_BYTES + UPLOAD_FORM_OVERHEAD_BYTES,
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],

@@ -20,6 +20,7 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.request import Request
@@ -35,8 +36,19 @@ def _fingerprint(request: Request) -> str:
     data = request.data
     if hasattr(data, "lists"):  # QueryDict (form posts)
         data = {key: values for key, values in data.lists()}
-    material = json.dumps({"method": request.method, "path": request.path, "body": data}, sort_keys=True, default=str)
+    material = json.dumps({"method": request.method, "path": request.path, "body": data}, sort_keys=True, default=_as_text)
     return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _as_text(value: Any) -> str:
+    """Uploaded files count by their content, not their name."""
+    if isinstance(value, UploadedFile):
+        digest = hashlib.sha256()
+        for chunk in value.chunks():
+            digest.update(chunk)
+        value.seek(0)
+        return f"file:{digest.hexdigest()}"
+    return str(value)
 
 
 def _replay(record: IdempotencyRecord) -> Response:

@@ -26,3 +26,20 @@ def tts_job_run_high(job_id: str) -> None:
     """High priority: its own queue (Redis has no per-message priority), so it
     never waits behind a normal backlog; workers take it first."""
     services.job_run(job_id=job_id)
+
+
+# Talking-head jobs: their own queues, so a video backlog never delays speech.
+@dramatiq.actor(queue_name="video", priority=10, **_JOB_ACTOR_OPTIONS)
+def video_job_run(job_id: str) -> None:
+    services.job_run(job_id=job_id)
+
+
+@dramatiq.actor(queue_name="video-high", priority=0, **_JOB_ACTOR_OPTIONS)
+def video_job_run_high(job_id: str) -> None:
+    services.job_run(job_id=job_id)
+
+
+@dramatiq.actor(queue_name="video-hires", priority=10, **_JOB_ACTOR_OPTIONS)
+def video_job_run_hires(job_id: str) -> None:
+    """Resolutions at or above VIDEO_HIRES_MIN_RESOLUTION, for a separate pool."""
+    services.job_run(job_id=job_id)

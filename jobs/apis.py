@@ -3,6 +3,7 @@ return a representation."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,8 +22,13 @@ from rest_framework.views import APIView
 
 from core.context import client_ip
 from core.errors import ApplicationError
+from core.fields import (
+    MetadataField,
+    StrictCharField,
+    StrictFloatField,
+    StrictSerializer,
+)
 from core.idempotency import idempotent
-from core.fields import MetadataField, StrictCharField, StrictFloatField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
 from core.schema import page_of
 from core.storage import storage_is_local
@@ -77,13 +84,9 @@ class TtsCreateApi(APIView):
             voice=voice_get(tenant=request.user.tenant, voice_id=values["voice_id"]) if "voice_id" in values else None,
             instruct=values.get("instruct", ""),
         )
-        webhook = services.WebhookTarget()
-        if values.get("webhook_url"):
-            job_webhook_check(url=values["webhook_url"], event_types=values.get("webhook_events"))
-            webhook = services.WebhookTarget(url=values["webhook_url"], events=values.get("webhook_events"))
         client = request.user
         job = services.job_submit_tts(
-            webhook=webhook,
+            webhook=_webhook(values),
             priority=values["priority"],
             use_cache=values["cache"],
             tenant=client.tenant,
@@ -95,6 +98,97 @@ class TtsCreateApi(APIView):
         )
         location = reverse("jobs:detail", args=[job.id])
         return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+
+class MetadataJsonField(MetadataField):
+    """Metadata in a multipart form: a JSON object as text."""
+
+    default_error_messages = {**MetadataField.default_error_messages, "not_json": "Metadata must be a JSON object."}
+
+    def get_value(self, dictionary: Any) -> Any:
+        # A form field holding JSON, not DRF's "metadata.key" form convention.
+        return dictionary.get(self.field_name, serializers.empty)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                self.fail("not_json")
+        if not isinstance(data, dict):
+            self.fail("not_json")
+        return super().to_internal_value(data)
+
+
+class TalkingHeadCreateApi(APIView):
+    """A lip-synced MP4 from a portrait and speech: an uploaded audio file,
+    or text that a speech stage of the same job synthesizes first."""
+
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(StrictSerializer):
+        image = serializers.FileField(allow_empty_file=True, help_text="Portrait: JPEG, PNG or WebP; at most 10 MB, 4096 px a side")
+        audio = serializers.FileField(required=False, allow_empty_file=True, help_text="Speech, at most 120 s, any common format")
+        text = StrictCharField(required=False, max_length=settings.TTS_MAX_TEXT_CHARS, help_text="Instead of audio: spoken first")
+        voice_id = serializers.UUIDField(required=False, help_text="With text: one of the tenant's ready voices")
+        language = StrictCharField(required=False, max_length=35, help_text="With text: its language")
+        tts_engine = StrictCharField(required=False, max_length=64, help_text="With text: the speech engine (default by language)")
+        engine = StrictCharField(required=False, max_length=64, help_text="Talking-head engine: builtin (CPU) or sonic (ComfyUI)")
+        resolution = serializers.ChoiceField(choices=[512, 768, 1024], default=512, help_text="Output is resolution x resolution")
+        expand_ratio = serializers.FloatField(min_value=0.1, max_value=0.3, default=0.18, help_text="Margin around the face in the crop")
+        inference_steps = serializers.IntegerField(min_value=10, max_value=30, default=25)
+        dynamic_scale = serializers.FloatField(min_value=0.5, max_value=2.0, default=1.0, help_text="Strength of mouth and jaw motion")
+        motion_scale = serializers.FloatField(min_value=0.5, max_value=2.0, default=1.05, help_text="Strength of head motion")
+        fps = serializers.IntegerField(min_value=10, max_value=60, default=25)
+        temporal_smoothing = serializers.BooleanField(default=True)
+        lip_sync_correction = serializers.BooleanField(default=True)
+        duration = serializers.CharField(required=False, help_text="Ignored: the duration is read from the audio")
+        metadata = MetadataJsonField(required=False, default=dict, help_text="A JSON object, echoed on the job")
+        priority = serializers.ChoiceField(choices=Job.Priority.choices, default=Job.Priority.NORMAL)
+        cache = serializers.BooleanField(default=True, help_text="false: always render, even for a repeated request")
+        webhook_url = StrictCharField(required=False, max_length=2000)
+        webhook_events = serializers.ListField(
+            child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
+        )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if ("audio" in attrs) == ("text" in attrs):
+                raise serializers.ValidationError({"audio": ["Send either an audio file or text, not both."]})
+            for name in ("voice_id", "language", "tts_engine"):
+                if name in attrs and "text" not in attrs:
+                    raise serializers.ValidationError({name: ["Only with text (it sets up the speech stage)."]})
+            return attrs
+
+    @extend_schema(
+        operation_id="talking_head_create",
+        request={"multipart/form-data": InputSerializer},
+        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        client = request.user
+        voice = voice_get(tenant=client.tenant, voice_id=values["voice_id"]) if "voice_id" in values else None
+        params = services.talking_head_params_resolve(
+            engine=values.get("engine"), options={name: values[name] for name in services.TALKING_HEAD_DEFAULTS},
+            text=values.get("text"), language=values.get("language"), voice=voice, tts_engine=values.get("tts_engine"),
+        )
+        job = services.job_submit_talking_head(
+            tenant=client.tenant, api_key=client.api_key, params=params, image=values["image"], audio=values.get("audio"),
+            metadata=values["metadata"], actor=client.actor, ip=client_ip(request), webhook=_webhook(values),
+            priority=values["priority"], use_cache=values["cache"],
+        )
+        location = reverse("jobs:detail", args=[job.id])
+        return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+
+def _webhook(values: dict[str, Any]) -> services.WebhookTarget:
+    if not values.get("webhook_url"):
+        return services.WebhookTarget()
+    job_webhook_check(url=values["webhook_url"], event_types=values.get("webhook_events"))
+    return services.WebhookTarget(url=values["webhook_url"], events=values.get("webhook_events"))
 
 
 class JobListApi(APIView):
@@ -129,22 +223,49 @@ class JobResultApi(APIView):
 
     @extend_schema(responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"), 302: OpenApiResponse(description="Redirect to a presigned URL (object storage)")})
     def get(self, request: Request, job_id: str) -> FileResponse | HttpResponseRedirect:
-        job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
-        if job.status == Job.Status.EXPIRED or (job.result_expires_at and job.result_expires_at < timezone.now()):
-            raise ApplicationError("result_expired", "The result has expired and was deleted.", status=410)
-        if job.status != Job.Status.SUCCEEDED:
-            raise ApplicationError(
-                "result_not_ready", f"The job is {job.status}; a result exists once it succeeded.", status=409,
-                details={"status": job.status},
-            )
-        if not storage_is_local():
-            return HttpResponseRedirect(job_representation(job)["result"]["url"])
-        try:
-            handle = default_storage.open(job.result_key, "rb")
-        except FileNotFoundError:
-            raise ApplicationError("result_missing", "The result file is missing from storage.", status=410) from None
-        filename = f"{job.id}{'.' + job.result_key.rsplit('.', 1)[-1] if '.' in job.result_key else ''}"
-        return FileResponse(handle, content_type=job.result_content_type, as_attachment=False, filename=filename)
+        job = _finished_job(request, job_id)
+        return _file_response(job, key=job.result_key, content_type=job.result_content_type, url=job_representation(job)["result"]["url"])
+
+
+class JobResultFileApi(APIView):
+    """A further result file by role: ``audio`` is the speech a talking-head
+    video made from text was rendered with."""
+
+    @extend_schema(
+        operation_id="jobs_result_file",
+        responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"), 302: OpenApiResponse(description="Redirect to a presigned URL (object storage)")},
+    )
+    def get(self, request: Request, job_id: str, role: str) -> FileResponse | HttpResponseRedirect:
+        job = _finished_job(request, job_id)
+        stored = job.result_files.get(role)
+        if stored is None:
+            raise ApplicationError("result_not_found", f"The job has no '{role}' result file.", status=404,
+                                   details={"files": sorted(job.result_files)})
+        url = job_representation(job)["result"][role]["url"]
+        return _file_response(job, key=stored["key"], content_type=stored["content_type"], url=url)
+
+
+def _finished_job(request: Request, job_id: str) -> Job:
+    job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
+    if job.status == Job.Status.EXPIRED or (job.result_expires_at and job.result_expires_at < timezone.now()):
+        raise ApplicationError("result_expired", "The result has expired and was deleted.", status=410)
+    if job.status != Job.Status.SUCCEEDED:
+        raise ApplicationError(
+            "result_not_ready", f"The job is {job.status}; a result exists once it succeeded.", status=409,
+            details={"status": job.status},
+        )
+    return job
+
+
+def _file_response(job: Job, *, key: str, content_type: str, url: str) -> FileResponse | HttpResponseRedirect:
+    if not storage_is_local():
+        return HttpResponseRedirect(url)
+    try:
+        handle = default_storage.open(key, "rb")
+    except FileNotFoundError:
+        raise ApplicationError("result_missing", "The result file is missing from storage.", status=410) from None
+    filename = f"{job.id}{'.' + key.rsplit('.', 1)[-1] if '.' in key else ''}"
+    return FileResponse(handle, content_type=content_type, as_attachment=False, filename=filename)
 
 
 class JobCancelApi(APIView):

@@ -50,6 +50,10 @@ class Job(models.Model):
     # output); a job still waiting then fails with ``voice_deleted``.
     voice = models.ForeignKey("voices.VoicePrompt", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
 
+    # Uploaded inputs (talking head: the portrait and the audio), by role, as
+    # server-generated storage keys. Never shown to clients.
+    input_files = models.JSONField(default=dict, blank=True)
+
     progress = models.PositiveSmallIntegerField(default=0)
     stage = models.CharField(max_length=40, default="queued")
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -63,6 +67,9 @@ class Job(models.Model):
     result_expires_at = models.DateTimeField(null=True, blank=True)
     # Measurements of the output shown with the result (e.g. speaker_similarity).
     result_info = models.JSONField(default=dict, blank=True)
+    # Further output files by role (talking head from text: "audio", the
+    # speech it was made with): {role: {key, content_type, duration_s, size_bytes}}.
+    result_files = models.JSONField(default=dict, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)  # settable: a cache hit is created finished
     enqueued_at = models.DateTimeField(null=True, blank=True)  # null: message not yet in Redis

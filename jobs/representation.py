@@ -12,26 +12,36 @@ from core.storage import signed_url, storage_is_local
 from jobs.models import Job
 
 
+def _file_url(job: Job, key: str, base_url: str, expires_at: Any, role: str | None = None) -> tuple[str, Any]:
+    if storage_is_local():
+        # Served by the API itself (authenticated) until retention ends.
+        path = reverse("jobs:result-file", args=[job.id, role]) if role else reverse("jobs:result", args=[job.id])
+        return base_url.rstrip("/") + path, expires_at
+    # A presigned GET straight from the object store; it stops working
+    # at expires_at (or when retention deletes the object, if sooner).
+    url, url_expires_at = signed_url(key)
+    return url, min(url_expires_at, expires_at) if expires_at else url_expires_at
+
+
 def _result(job: Job, base_url: str) -> dict[str, Any] | None:
     if job.status != Job.Status.SUCCEEDED:
         return None
-    expires_at = job.result_expires_at
-    if storage_is_local():
-        # Served by the API itself (authenticated) until retention ends.
-        url = base_url.rstrip("/") + reverse("jobs:result", args=[job.id])
-    else:
-        # A presigned GET straight from the object store; it stops working
-        # at expires_at (or when retention deletes the object, if sooner).
-        url, url_expires_at = signed_url(job.result_key)
-        expires_at = min(url_expires_at, expires_at) if expires_at else url_expires_at
-    return {
+    url, expires_at = _file_url(job, job.result_key, base_url, job.result_expires_at)
+    result = {
         "url": url,
         "content_type": job.result_content_type,
         "duration_s": job.result_duration_s,
         "size_bytes": job.result_size_bytes,
         "expires_at": iso(expires_at),
-        **job.result_info,  # speaker_similarity and voice details, for jobs with a voice
+        # Speech with a voice: speaker_similarity, voice. Talking head: width,
+        # height, fps, frames, resolution (used) and requested_resolution, face, warnings.
+        **job.result_info,
     }
+    for role, stored in job.result_files.items():  # e.g. "audio": the speech a video was made from
+        file_url, file_expires_at = _file_url(job, stored["key"], base_url, job.result_expires_at, role)
+        details = {name: value for name, value in stored.items() if name != "key"}
+        result[role] = {"url": file_url, **details, "expires_at": iso(file_expires_at)}
+    return result
 
 
 def job_representation(job: Job, *, base_url: str | None = None) -> dict[str, Any]:

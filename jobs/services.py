@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -34,11 +37,18 @@ from core.errors import ApplicationError
 from core.models import IdempotencyRecord
 from core.storage import storage_errors
 from engines import registry
-from engines.errors import Canceled, EngineError, PermanentEngineError, UnknownEngine
+from engines.errors import (
+    Canceled,
+    EngineError,
+    EngineOutOfMemory,
+    PermanentEngineError,
+    UnknownEngine,
+)
 from engines.tts.base import SpeechRequest, SpeechResult, VoiceReference
 from jobs import events
 from jobs.models import Job
 from jobs.representation import job_representation
+from jobs.uploads import audio_check, image_check
 from tenants.limits import TenantLimits, tenant_limits
 from tenants.models import ApiKey, Tenant
 from tenants.selectors import usage_get
@@ -75,6 +85,35 @@ class TtsParams:
     instruct: str = ""
 
 
+# Talking-head parameters and their defaults (Sonic's names and ranges).
+TALKING_HEAD_DEFAULTS: dict[str, Any] = {
+    "resolution": 512, "expand_ratio": 0.18, "inference_steps": 25, "dynamic_scale": 1.0, "motion_scale": 1.05,
+    "fps": 25, "temporal_smoothing": True, "lip_sync_correction": True,
+}
+# The ones an engine may not honour (declared in its ``options``); resolution,
+# expand_ratio and fps every engine honours.
+TALKING_HEAD_ENGINE_OPTIONS = ("inference_steps", "dynamic_scale", "motion_scale", "temporal_smoothing", "lip_sync_correction")
+
+
+@dataclass(frozen=True)
+class TalkingHeadParams:
+    engine: str
+    options: dict[str, Any]  # every key of TALKING_HEAD_DEFAULTS
+    speech: TtsParams | None = None  # made from text: the speech stage's parameters
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """What a run produced, ready to store: the main file and any others by role."""
+
+    path: Path
+    content_type: str
+    duration_s: float
+    size_bytes: int
+    info: dict[str, Any] = field(default_factory=dict)  # shown with the result
+    extra: dict[str, JobOutput] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class WebhookTarget:
     """A per-job webhook: checked (SSRF guard) at submit."""
@@ -97,10 +136,10 @@ def tts_params_resolve(
     language = (language or (voice.language if voice else "") or "en").strip().lower()
     if engine:
         try:
-            engine_cls = registry.engine_class(engine)
+            engine_cls = registry.engine_class(engine, kind=registry.TTS)
         except UnknownEngine:
             raise ApplicationError(
-                "unknown_engine", f"Unknown engine '{engine}'.", details={"engines": registry.engine_names()}
+                "unknown_engine", f"Unknown speech engine '{engine}'.", details={"engines": registry.engine_names(registry.TTS)}
             ) from None
     else:
         if not registry.language_supported(language):
@@ -141,6 +180,39 @@ def _check_options(*, engine: str, engine_cls: Any, requested: dict[str, bool]) 
             status=422,
             details={"engine": engine, "options": unsupported, "supported": sorted(engine_cls.options)},
         )
+
+
+def talking_head_params_resolve(
+    *, engine: str | None, options: dict[str, Any], text: str | None = None, language: str | None = None,
+    voice: VoicePrompt | None = None, tts_engine: str | None = None,
+) -> TalkingHeadParams:
+    """Pick the video engine and check it honours every parameter asked for
+    (a non-default value of an option it lacks is refused); with text, also
+    resolve the speech stage like ``/v1/tts`` does."""
+    engine = engine or settings.TALKING_HEAD_DEFAULT_ENGINE
+    try:
+        engine_cls = registry.engine_class(engine, kind=registry.TALKING_HEAD)
+    except UnknownEngine:
+        raise ApplicationError(
+            "unknown_engine", f"Unknown talking-head engine '{engine}'.", details={"engines": registry.engine_names(registry.TALKING_HEAD)}
+        ) from None
+    problem = engine_cls.configuration_problem()
+    if problem:
+        raise ApplicationError(
+            "engine_not_configured", f"Engine '{engine}' is not available here: {problem}", status=422, details={"engine": engine}
+        )
+    values = {**TALKING_HEAD_DEFAULTS, **options}
+    requested = {option: values[option] != TALKING_HEAD_DEFAULTS[option] for option in TALKING_HEAD_ENGINE_OPTIONS}
+    _check_options(engine=engine, engine_cls=engine_cls, requested=requested)
+    if engine_cls.frame_rates is not None and values["fps"] not in engine_cls.frame_rates:
+        raise ApplicationError(
+            "unsupported_option", f"Engine '{engine}' renders at {', '.join(map(str, engine_cls.frame_rates))} fps only.",
+            status=422, details={"engine": engine, "options": ["fps"], "supported_fps": list(engine_cls.frame_rates)},
+        )
+    speech = None
+    if text is not None:
+        speech = tts_params_resolve(text=text, language=language, engine=tts_engine, format="wav", speed=1.0, voice=voice)
+    return TalkingHeadParams(engine=engine, options=values, speech=speech)
 
 
 def _dedup_key(*, tenant: Tenant, kind: str, engine: str, inputs: dict[str, Any]) -> str:
@@ -190,18 +262,92 @@ def job_submit_tts(
     reused at once (``cache_hit``, no engine run, no quota seconds); an
     identical one still running is joined. Otherwise the job queues, and the
     fair-share dispatcher hands it to the workers."""
-    webhook = webhook or WebhookTarget()
-    limits = tenant_limits(tenant)
-    if priority == Job.Priority.HIGH and not limits.allow_high_priority:
-        raise ApplicationError("priority_not_allowed", "This tenant may not submit high-priority jobs.", status=403)
     inputs = {"text": params.text, "language": params.language, "format": params.format, "speed": params.speed}
     if params.voice is not None:
         inputs["voice_id"] = str(params.voice.id)
     if params.instruct:
         inputs["instruct"] = params.instruct
+    return _job_create(
+        tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, inputs=inputs, voice=params.voice,
+        metadata=metadata, actor=actor, ip=ip, webhook=webhook, priority=priority, use_cache=use_cache,
+    )
+
+
+def job_submit_talking_head(
+    *, tenant: Tenant, api_key: ApiKey | None, params: TalkingHeadParams, image: UploadedFile, audio: UploadedFile | None,
+    metadata: dict[str, Any], actor: str, ip: str | None, webhook: WebhookTarget | None = None,
+    priority: str = Job.Priority.NORMAL, use_cache: bool = True,
+) -> Job:
+    """Create a talking-head job from a portrait and either an audio file or
+    the speech stage's parameters (text). The image is checked here (format,
+    dimensions, decodable); the face and the audio in the worker's first
+    stage. Inputs are stored under server-made keys before the job exists, so
+    a worker never sees a job without them."""
+    image_facts = image_check(image)
+    audio_facts = audio_check(audio) if audio is not None else None
+    inputs: dict[str, Any] = {"image": image_facts.public(), **params.options}
+    speech = params.speech
+    if audio_facts is not None:
+        inputs["audio"] = audio_facts.public()
+    elif speech is not None:
+        inputs.update(text=speech.text, language=speech.language, tts_engine=speech.engine)
+        if speech.voice is not None:
+            inputs["voice_id"] = str(speech.voice.id)
+    job_id = uuid.uuid4()
+    files = {"image": (image, f"input-image.{image_facts.extension}")}
+    if audio is not None:
+        files["audio"] = (audio, "input-audio.bin")
+    input_files = _inputs_store(tenant=tenant, job_id=job_id, files=files)
+    try:
+        job = _job_create(
+            tenant=tenant, api_key=api_key, kind=Job.Kind.TALKING_HEAD, engine=params.engine, inputs=inputs,
+            voice=speech.voice if speech is not None else None, metadata=metadata, actor=actor, ip=ip, webhook=webhook,
+            priority=priority, use_cache=use_cache, job_id=job_id, input_files=input_files,
+        )
+    except BaseException:
+        _files_delete(input_files.values())
+        raise
+    if job.cache_hit and job.status == Status.SUCCEEDED:  # born finished: its inputs are not needed
+        _files_delete(input_files.values())
+        Job.objects.filter(id=job.id).update(input_files={})
+        job.input_files = {}
+    return job
+
+
+def _inputs_store(*, tenant: Tenant, job_id: Any, files: dict[str, tuple[UploadedFile, str]]) -> dict[str, str]:
+    stored: dict[str, str] = {}
+    try:
+        for role, (upload, name) in files.items():
+            upload.seek(0)
+            key = f"tenants/{tenant.pk}/jobs/{job_id}/{name}"
+            stored[role] = default_storage.save(key, File(upload, name=name))
+    except storage_errors():
+        logger.warning("storing job inputs failed", exc_info=True)
+        _files_delete(stored.values())
+        raise ApplicationError("service_unavailable", "Storage is unavailable; nothing was saved. Retry shortly.", status=503) from None
+    return stored
+
+
+def _files_delete(keys: Any) -> None:
+    for key in keys:
+        try:
+            default_storage.delete(key)
+        except Exception:  # left for purge_expired
+            logger.warning("could not delete a stored file", extra={"key": key}, exc_info=True)
+
+
+def _job_create(
+    *, tenant: Tenant, api_key: ApiKey | None, kind: str, engine: str, inputs: dict[str, Any], voice: VoicePrompt | None,
+    metadata: dict[str, Any], actor: str, ip: str | None, webhook: WebhookTarget | None, priority: str, use_cache: bool,
+    job_id: Any = None, input_files: dict[str, str] | None = None,
+) -> Job:
+    webhook = webhook or WebhookTarget()
+    limits = tenant_limits(tenant)
+    if priority == Job.Priority.HIGH and not limits.allow_high_priority:
+        raise ApplicationError("priority_not_allowed", "This tenant may not submit high-priority jobs.", status=403)
     # The voice's audio, not only its id, makes two requests identical.
-    material = {**inputs, "voice_sha256": params.voice.content_sha256} if params.voice is not None else inputs
-    dedup_key = _dedup_key(tenant=tenant, kind=Job.Kind.TTS, engine=params.engine, inputs=material) if use_cache else ""
+    material = {**inputs, "voice_sha256": voice.content_sha256} if voice is not None else inputs
+    dedup_key = _dedup_key(tenant=tenant, kind=kind, engine=engine, inputs=material) if use_cache else ""
     with transaction.atomic():
         # One tenant's submissions in turn, so quota checks are exact. SQLite's
         # IMMEDIATE transactions already serialize writers; Postgres locks the row.
@@ -215,9 +361,9 @@ def job_submit_tts(
         if reuse:
             copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
         job = Job.objects.create(
-            tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, input=inputs, metadata=metadata, voice=params.voice,
-            priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=dedup_key,
-            dedup_of=source, cache_hit=source is not None, **copied,
+            id=job_id or uuid.uuid4(), tenant=tenant, api_key=api_key, kind=kind, engine=engine, input=inputs, metadata=metadata,
+            voice=voice, priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=dedup_key,
+            dedup_of=source, cache_hit=source is not None, input_files=input_files or {}, **copied,
         )
         audit_record(
             action="job.create", actor=actor, tenant=tenant, target=job, ip=ip,
@@ -241,7 +387,7 @@ def _copied_result(source: Job) -> dict[str, Any]:
         "status": Status.SUCCEEDED, "progress": 100, "stage": "done", "started_at": now, "finished_at": now,
         "result_key": source.result_key, "result_content_type": source.result_content_type,
         "result_duration_s": source.result_duration_s, "result_size_bytes": source.result_size_bytes,
-        "result_expires_at": source.result_expires_at, "result_info": source.result_info,
+        "result_expires_at": source.result_expires_at, "result_info": source.result_info, "result_files": source.result_files,
     }
 
 
@@ -289,10 +435,12 @@ def jobs_dispatch(*, tenant_id: Any, max_in_flight: int | None = None) -> int:
         return 0
     waiting = Job.objects.filter(tenant_id=tenant_id, status=Status.QUEUED, enqueued_at__isnull=True, dedup_of__isnull=True)
     sent = 0
-    for job_id, priority in waiting.order_by("priority", "created_at").values_list("id", "priority")[:free]:
+    for job_id, priority, kind, resolution in waiting.order_by("priority", "created_at").values_list(
+        "id", "priority", "kind", "input__resolution"
+    )[:free]:
         # Mark first (conditionally), so concurrent dispatchers never send one job twice.
         if Job.objects.filter(id=job_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now()):
-            if _job_send(job_id, priority=priority):
+            if _job_send(job_id, route=(kind, priority, resolution)):
                 sent += 1
             else:
                 Job.objects.filter(id=job_id).update(enqueued_at=None)
@@ -300,14 +448,29 @@ def jobs_dispatch(*, tenant_id: Any, max_in_flight: int | None = None) -> int:
     return sent
 
 
-def _job_send(job_id: Any, *, priority: str | None = None) -> bool:
-    from jobs.actors import tts_job_run, tts_job_run_high
+def job_actor(*, kind: str, priority: str, resolution: int | None = None) -> Any:
+    """The actor (and so the queue) a job goes to. Speech and video have
+    their own queues, so a video backlog never delays speech; high priority
+    has its own queue of each kind; with VIDEO_HIRES_MIN_RESOLUTION set,
+    large videos go to "video-hires" (a pool of bigger machines)."""
+    from jobs import actors
 
-    if priority is None:  # a re-send: look it up
-        priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first()
-    actor = tts_job_run_high if priority == Job.Priority.HIGH else tts_job_run
+    if kind == Job.Kind.TALKING_HEAD:
+        threshold = settings.VIDEO_HIRES_MIN_RESOLUTION
+        if threshold and (resolution or 0) >= threshold:
+            return actors.video_job_run_hires
+        return actors.video_job_run_high if priority == Job.Priority.HIGH else actors.video_job_run
+    return actors.tts_job_run_high if priority == Job.Priority.HIGH else actors.tts_job_run
+
+
+def _job_send(job_id: Any, *, route: tuple[str, str, int | None] | None = None) -> bool:
+    if route is None:  # a re-send: look it up
+        route = Job.objects.filter(id=job_id).values_list("kind", "priority", "input__resolution").first()
+        if route is None:
+            return False
+    kind, priority, resolution = route
     try:
-        actor.send(str(job_id))
+        job_actor(kind=kind, priority=priority, resolution=resolution).send(str(job_id))
     except Exception:  # redis/dramatiq connection errors of every kind
         logger.warning("enqueue failed; the reaper will send it", extra={"job_id": str(job_id)}, exc_info=True)
         return False
@@ -464,9 +627,10 @@ def _job_execute(job: Job) -> None:
 
     try:
         with tempfile.TemporaryDirectory(prefix="mynah-job-") as workdir, _heartbeat(job):
-            result = _job_synthesize(job, Path(workdir))
+            make = _job_render if job.kind == Job.Kind.TALKING_HEAD else _job_speak
+            output = make(job, Path(workdir))
             job_progress(job=job, percent=_ENGINE_PROGRESS_SHARE + 1, stage="storing")
-            _job_store_result(job, result)
+            _job_store_result(job, output)
     except Canceled:
         logger.info("job canceled while running")
     except TimeLimitExceeded:
@@ -478,23 +642,106 @@ def _job_execute(job: Job) -> None:
             _job_retry_or_fail(job, exc.code, exc.message)
     except storage_errors() as exc:
         logger.warning("storage or filesystem error", exc_info=True)
-        _job_retry_or_fail(job, "storage_unavailable", f"Storing the result failed: {getattr(exc, 'strerror', None) or exc}")
+        _job_retry_or_fail(job, "storage_unavailable", f"Storage failed: {getattr(exc, 'strerror', None) or exc}")
     except Exception as exc:
         logger.exception("engine raised an unexpected error")
         _job_retry_or_fail(job, "engine_error", f"The engine failed: {type(exc).__name__}")
 
 
-def _job_synthesize(job: Job, workdir: Path) -> SpeechResult:
-    engine = registry.get_engine(job.engine)
-    request = SpeechRequest(
-        text=job.input["text"], language=job.input["language"], format=job.input["format"], speed=job.input.get("speed", 1.0),
-        voice=_job_voice(job, workdir), instruct=job.input.get("instruct", ""),
-    )
+def _progress_between(job: Job, low: int, high: int):
+    """A progress callback for one stage: the engine's 0-100 % mapped into low..high."""
 
     def report(percent: int, stage: str) -> None:
-        job_progress(job=job, percent=percent * _ENGINE_PROGRESS_SHARE // 100, stage=stage)
+        job_progress(job=job, percent=low + (high - low) * max(0, min(percent, 100)) // 100, stage=stage)
 
+    return report
+
+
+def _job_speak(job: Job, workdir: Path) -> JobOutput:
+    result = _speech_synthesize(job, workdir, _progress_between(job, 0, _ENGINE_PROGRESS_SHARE))
+    return _speech_output(result)
+
+
+def _speech_synthesize(job: Job, workdir: Path, report: Any, *, format: str | None = None) -> SpeechResult:
+    engine_name = job.input.get("tts_engine", job.engine) if job.kind == Job.Kind.TALKING_HEAD else job.engine
+    engine = registry.get_engine(engine_name)
+    request = SpeechRequest(
+        text=job.input["text"], language=job.input["language"], format=format or job.input["format"],
+        speed=job.input.get("speed", 1.0), voice=_job_voice(job, workdir), instruct=job.input.get("instruct", ""),
+    )
     return engine.run(request, report, workdir)
+
+
+def _speech_output(result: SpeechResult) -> JobOutput:
+    info: dict[str, Any] = {}
+    if result.voice:
+        voice = dict(result.voice)
+        info = {"speaker_similarity": voice.pop("speaker_similarity"), "voice": voice}
+    return JobOutput(result.path, result.content_type, result.duration_s, result.size_bytes, info=info)
+
+
+def _job_render(job: Job, workdir: Path) -> JobOutput:
+    """Talking head: check the portrait (the face), get the speech (the
+    upload, or text through a TTS engine: a stage of this job whose audio is
+    kept as a second result file), check the audio, render. Out of memory
+    renders again at the next lower resolution (1024 -> 768 -> 512)."""
+    from engines.video.base import TalkingHeadRequest
+    from engines.video.inputs import check_audio, check_portrait
+
+    job_progress(job=job, percent=1, stage="checking image")
+    portrait = check_portrait(_job_input_file(job, "image", workdir))
+    speech = None
+    if "audio" in job.input_files:
+        audio_path = _job_input_file(job, "audio", workdir)
+        render_from = 5
+    else:
+        speech = _speech_synthesize(job, workdir, _progress_between(job, 2, 20), format="wav")
+        audio_path, render_from = speech.path, 20
+    job_progress(job=job, percent=render_from - 1, stage="checking audio")
+    audio_duration = check_audio(audio_path, max_audio_s=settings.TALKING_HEAD_MAX_AUDIO_S)
+    engine = registry.get_engine(job.engine)
+    requested = job.input["resolution"]
+    ladder = sorted((r for r in engine.resolutions if r <= requested), reverse=True) or [requested]
+    options = {name: job.input[name] for name in TALKING_HEAD_DEFAULTS if name != "resolution"}
+    fallbacks: list[dict[str, Any]] = []
+    for step, resolution in enumerate(ladder):
+        request = TalkingHeadRequest(
+            image_path=workdir / "image", audio_path=audio_path, face=portrait.face, resolution=resolution,
+            seed=int((job.dedup_key or job.id.hex)[:8], 16), **options,
+        )
+        try:
+            result = engine.run(request, _progress_between(job, render_from, _ENGINE_PROGRESS_SHARE), workdir)
+            break
+        except EngineOutOfMemory as exc:
+            fallbacks.append({"resolution": resolution, "error": exc.message})
+            if step == len(ladder) - 1:
+                raise
+            logger.warning("out of memory; rendering at a lower resolution", extra={"resolution": resolution})
+            job_progress(job=job, percent=render_from, stage=f"out of memory at {resolution} px; retrying at {ladder[step + 1]} px")
+    info = {
+        "width": result.width, "height": result.height, "fps": result.fps, "frames": result.frames,
+        "resolution": resolution, "requested_resolution": requested, "audio_duration_s": audio_duration,
+        "face": portrait.face.as_dict(), "faces_found": portrait.faces_found, "warnings": portrait.warnings,
+    }
+    if fallbacks:
+        info["fallbacks"] = fallbacks
+    extra = {"audio": _speech_output(speech)} if speech is not None else {}
+    return JobOutput(result.path, result.content_type, result.duration_s, result.size_bytes, info=info, extra=extra)
+
+
+def _job_input_file(job: Job, role: str, workdir: Path) -> Path:
+    """Copy an uploaded input from storage into the job's workdir (named by
+    role: no client text in the path)."""
+    key = job.input_files.get(role)
+    if not key:
+        raise PermanentEngineError(f"The job's {role} input is missing.", code="input_missing")
+    target = workdir / role
+    try:
+        with default_storage.open(key, "rb") as source, target.open("wb") as sink:
+            shutil.copyfileobj(source, sink, length=1024 * 1024)
+    except FileNotFoundError:
+        raise PermanentEngineError(f"The job's {role} input was deleted from storage.", code="input_missing") from None
+    return target
 
 
 def _job_voice(job: Job, workdir: Path) -> VoiceReference | None:
@@ -523,17 +770,18 @@ def job_progress(*, job: Job, percent: int, stage: str) -> None:
     _job_announce_progress(job)
 
 
-def _result_key(job: Job, extension: str) -> str:
-    """Server-generated: no client-supplied text ever reaches a storage path.
-    One key per attempt, so a replaced worker can never overwrite or delete
-    the object of the attempt that owns the job."""
-    return f"tenants/{job.tenant_id}/jobs/{job.id}/output-{job.attempts}.{extension}"
-
-
-def _job_store_result(job: Job, result: SpeechResult) -> None:
-    key = _result_key(job, result.path.suffix.lstrip("."))
-    with result.path.open("rb") as handle:
-        stored_key = default_storage.save(key, File(handle, name=key))
+def _job_store_result(job: Job, output: JobOutput) -> None:
+    stored: list[str] = []
+    try:
+        main_key = _store_file(job, "output", output.path, stored)
+        result_files = {
+            role: {"key": _store_file(job, role, extra.path, stored), "content_type": extra.content_type,
+                   "duration_s": extra.duration_s, "size_bytes": extra.size_bytes, **extra.info}
+            for role, extra in output.extra.items()
+        }
+    except BaseException:
+        _files_delete(stored)
+        raise
     now = timezone.now()
     finished = _owned(job).update(
         status=Status.SUCCEEDED,
@@ -543,30 +791,37 @@ def _job_store_result(job: Job, result: SpeechResult) -> None:
         heartbeat_at=now,
         error_code="",
         error_message="",
-        result_key=stored_key,
-        result_content_type=result.content_type,
-        result_duration_s=result.duration_s,
-        result_size_bytes=result.size_bytes,
+        result_key=main_key,
+        result_content_type=output.content_type,
+        result_duration_s=output.duration_s,
+        result_size_bytes=output.size_bytes,
         result_expires_at=now + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS),
-        result_info=_result_info(result),
+        result_info=output.info,
+        result_files=result_files,
     )
-    if not finished:  # canceled or taken over while storing: no orphan object
-        default_storage.delete(stored_key)
+    if not finished:  # canceled or taken over while storing: no orphan objects
+        _files_delete(stored)
         raise Canceled(str(job.id))
     _job_announce(job)
     try:  # the job has succeeded: nothing below may turn it into a retry
-        usage_record(tenant_id=job.tenant_id, audio_seconds=result.duration_s, jobs=1)
+        if job.kind == Job.Kind.TALKING_HEAD:
+            usage_record(tenant_id=job.tenant_id, video_seconds=output.duration_s, jobs=1)
+        else:
+            usage_record(tenant_id=job.tenant_id, audio_seconds=output.duration_s, jobs=1)
         _followers_finish(job)
     except Exception:  # followers: the reaper finishes them; usage: logged
         logger.exception("bookkeeping after success failed")
-    logger.info("job succeeded", extra={"duration_s": result.duration_s, "size_bytes": result.size_bytes})
+    logger.info("job succeeded", extra={"duration_s": output.duration_s, "size_bytes": output.size_bytes})
 
 
-def _result_info(result: SpeechResult) -> dict[str, Any]:
-    if not result.voice:
-        return {}
-    voice = dict(result.voice)
-    return {"speaker_similarity": voice.pop("speaker_similarity"), "voice": voice}
+def _store_file(job: Job, role: str, path: Path, stored: list[str]) -> str:
+    """Server-generated keys: no client-supplied text ever reaches a storage
+    path. One key per attempt, so a replaced worker can never overwrite or
+    delete the object of the attempt that owns the job."""
+    key = f"tenants/{job.tenant_id}/jobs/{job.id}/{role}-{job.attempts}.{path.suffix.lstrip('.')}"
+    with path.open("rb") as handle:
+        stored.append(default_storage.save(key, File(handle, name=key)))
+    return stored[-1]
 
 
 def _job_fail(job: Job, code: str, message: str) -> None:

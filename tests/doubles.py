@@ -8,8 +8,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from engines.errors import PermanentEngineError, TransientEngineError
+from engines.errors import EngineOutOfMemory, PermanentEngineError, TransientEngineError
 from engines.tts.base import SpeechRequest, TTSEngine
+from engines.video.base import TalkingHeadEngine, TalkingHeadRequest, TalkingHeadResult
 
 
 class _EnglishOnly(TTSEngine):
@@ -80,7 +81,40 @@ class StuckEngine(SlowEngine):
     chunk_seconds = 5.0
 
 
+class SmallGpuVideoEngine(TalkingHeadEngine):
+    """A talking-head engine on a device that runs out of memory above 512 px
+    (as a GPU server reports it); at 512 it renders a real, short MP4 of the
+    audio's length (grey frames) so the rest of the job is real."""
+
+    name = "small-gpu"
+    max_resolution: ClassVar[int] = 512
+    calls: ClassVar[list[int]] = []
+
+    def run(self, request: TalkingHeadRequest, progress, workdir: Path) -> TalkingHeadResult:
+        from engines.audio.io import decode_audio
+        from engines.video.media import probe_video, write_mp4
+
+        SmallGpuVideoEngine.calls.append(request.resolution)
+        if request.resolution > self.max_resolution:
+            raise EngineOutOfMemory(f"CUDA out of memory at {request.resolution} px")
+        progress(50, "rendering")
+        audio, rate = decode_audio(request.audio_path)
+        frames = max(1, round(audio.size / rate * request.fps))
+        grey = np.full((request.resolution, request.resolution, 3), 128, np.uint8)
+        path = workdir / "out.mp4"
+        write_mp4(path, (grey for _ in range(frames)), fps=request.fps, size=request.resolution, audio=audio, audio_rate=rate)
+        info = probe_video(path)
+        return TalkingHeadResult(path, info.duration_s, path.stat().st_size, info.width, info.height, info.fps, info.frames)
+
+
+class NoMemoryVideoEngine(SmallGpuVideoEngine):
+    name = "no-memory"
+    max_resolution = 0
+
+
 DOUBLES = {
+    "small-gpu": "tests.doubles:SmallGpuVideoEngine",
+    "no-memory": "tests.doubles:NoMemoryVideoEngine",
     "exploding": "tests.doubles:ExplodingEngine",
     "rejecting": "tests.doubles:RejectingEngine",
     "unavailable": "tests.doubles:UnavailableEngine",

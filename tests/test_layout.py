@@ -45,7 +45,7 @@ def test_engines_never_import_django():
 
 def test_web_process_never_imports_model_runtimes():
     """Load the WSGI app, resolve every URL and submit a job in-process: no
-    torch, onnxruntime, piper or espeak library may be imported."""
+    torch, onnxruntime, piper, PyAV, LiteRT (face models) may be imported."""
     code = """
 import os, sys
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.test_settings"
@@ -72,8 +72,19 @@ from voices.models import VoicePrompt
 VoicePrompt.objects.update(status="ready", content_sha256="0" * 64)
 response = client.post("/v1/tts", {"text": "hi", "voice_id": response.json()["id"]}, format="json")
 assert response.status_code == 202, response.content
+# Talking heads: the image is checked here (Pillow), faces and audio in workers.
+import io
+from PIL import Image
+png = io.BytesIO(); Image.new("RGB", (64, 64)).save(png, "PNG")
+image = SimpleUploadedFile("p.png", png.getvalue(), content_type="image/png")
+audio = SimpleUploadedFile("a.wav", b"RIFF" + bytes(5000), content_type="audio/wav")
+response = client.post("/v1/talking-head", {"image": image, "audio": audio}, format="multipart")
+assert response.status_code == 202, response.content
+image.seek(0)
+response = client.post("/v1/talking-head", {"image": image, "text": "Hello."}, format="multipart")
+assert response.status_code == 202, response.content
 import jobs.actors
-banned = [m for m in ("torch", "onnxruntime", "piper", "av") if m in sys.modules]
+banned = [m for m in ("torch", "onnxruntime", "piper", "av", "ai_edge_litert", "websockets") if m in sys.modules]
 print("BANNED", banned)
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -14,7 +14,6 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from engines.audio.io import decode_audio
-from engines.tts.base import SpeechResult
 from jobs import services
 from jobs.models import Job
 from jobs.services import JobRetry, TtsParams
@@ -91,9 +90,7 @@ def test_large_outputs_upload_in_parts(tenant, s3_storage, tmp_path):
     claimed = services.job_claim(job_id=str(job.id))
     big = tmp_path / "big.wav"
     big.write_bytes(b"RIFF" + bytes(12 * MIB))
-    result = SpeechResult(
-        path=big, format="wav", content_type="audio/wav", sample_rate=16000, duration_s=1.0, size_bytes=big.stat().st_size, chunks=1
-    )
+    result = services.JobOutput(path=big, content_type="audio/wav", duration_s=1.0, size_bytes=big.stat().st_size)
     services._job_store_result(claimed, result)
     job.refresh_from_db()
     etag = s3_storage.client().head_object(Bucket=BUCKET, Key=job.result_key)["ETag"].strip('"')

@@ -92,6 +92,14 @@ class Command(BaseCommand):
             [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads), "--queues", "voices", "tts-high", "tts"],
             worker_env,
         )
+        # Talking heads: their own worker on the video queues, so a video
+        # backlog never delays speech. One thread: a render uses both cores.
+        video = ProcessSpec(
+            "video",
+            [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "1",
+             "--queues", "video-high", "video", "video-hires"],
+            {**worker_env, "ENGINES_PRELOAD": "builtin", "VOICE_MODELS_PRELOAD": "0"},
+        )
         # Webhook deliveries wait on receivers (up to the timeouts): their own
         # small worker, so they never queue behind generation jobs. No models.
         webhooks = ProcessSpec(
@@ -99,7 +107,7 @@ class Command(BaseCommand):
             [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", "--queues", "webhooks"],
             {**worker_env, "ENGINES_PRELOAD": "", "VOICE_MODELS_PRELOAD": "0"},
         )
-        for spec in (worker, webhooks, web):
+        for spec in (worker, video, webhooks, web):
             supervisor.specs.append(spec)
             supervisor.spawn(spec)
 
