@@ -20,6 +20,7 @@ import pickup  # noqa: E402
 import priority  # noqa: E402
 import sse  # noqa: E402
 import submit  # noqa: E402
+import talking_head  # noqa: E402
 import voice_similarity  # noqa: E402
 from common import ms, wait_all_done  # noqa: E402
 
@@ -58,10 +59,19 @@ def main() -> None:
             rows.append(("priority: high job behind 500 normal: start delay", f"{result['wait_s'] * 1000:.0f} ms ({result['started_ahead']} normal jobs started first)"))
             result = fairness.run(stack.base_url, stack.api_key, stack.other_api_key, 800)
             rows.append(("fairness: B's job after A's burst of 800: start delay", f"{result['wait_s'] * 1000:.0f} ms (behind {result['slots_behind']} of A's jobs)"))
+            wait_all_done(stack.base_url, stack.api_key)
+            result = talking_head.end_to_end(stack.base_url, stack.api_key)
+            rows.append(("talking head: POST -> succeeded, 10 s clip at 512 px (builtin)", f"{result['total_s']:.2f} s ({result['status']})"))
         finally:
             stack.stop()
     for row in engine_speed.run():
         rows.append((f"engine {row['engine']} [{row['language']}] RTF", f"{row['rtf']:.3f} ({row['audio_s']:.1f} s audio in {row['synth_s'] * 1000:.0f} ms)"))
+    for row in talking_head.run()["rows"]:
+        label = f"talking head render, 10 s clip, {row['portrait']} {row['resolution']} px"
+        rows.append((label, f"{row['wall_s']:.2f} s ({row['fps']:.1f} frames/s)"))
+        if "correlation" in row:
+            rows.append((f"lip sync ({row['portrait']}): mouth vs loudness r / lag / mouth in silence vs speech",
+                         f"{row['correlation']:.3f} / {row['lag']} frames / {row['silent']:.3f} vs {row['speech']:.3f}"))
     voices = voice_similarity.run()
     pairs = voices["rows"]
     mean = lambda key: sum(row[key] for row in pairs) / len(pairs)  # noqa: E731
