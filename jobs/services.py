@@ -134,23 +134,11 @@ def tts_params_resolve(
     the engine cannot honour is refused here, never silently ignored. Uses
     only engine metadata: no model is loaded in the web process."""
     language = (language or (voice.language if voice else "") or "en").strip().lower()
-    if engine:
-        try:
-            engine_cls = registry.engine_class(engine, kind=registry.TTS)
-        except UnknownEngine:
-            raise ApplicationError(
-                "unknown_engine", f"Unknown speech engine '{engine}'.", details={"engines": registry.engine_names(registry.TTS)}
-            ) from None
-    else:
+    if not engine:
         if not registry.language_supported(language):
             raise ApplicationError("unsupported_language", f"No engine speaks language '{language}'.", details={"language": language})
         engine = registry.default_engine_for(language)
-        engine_cls = registry.engine_class(engine)
-    problem = engine_cls.configuration_problem()
-    if problem:
-        raise ApplicationError(
-            "engine_not_configured", f"Engine '{engine}' is not available here: {problem}", status=422, details={"engine": engine}
-        )
+    engine_cls = _usable_engine(engine, kind=registry.TTS)
     if not engine_cls.supports_language(language):
         raise ApplicationError(
             "unsupported_language",
@@ -169,6 +157,23 @@ def tts_params_resolve(
             details={"voice_id": str(voice.id), "status": voice.status},
         )
     return TtsParams(text=text, language=language, engine=engine, format=format, speed=speed, voice=voice, instruct=instruct)
+
+
+def _usable_engine(engine: str, *, kind: str) -> Any:
+    """The class of engine ``engine`` of this kind, if this deployment can run it."""
+    try:
+        engine_cls = registry.engine_class(engine, kind=kind)
+    except UnknownEngine:
+        what = "speech" if kind == registry.TTS else "talking-head"
+        raise ApplicationError(
+            "unknown_engine", f"Unknown {what} engine '{engine}'.", details={"engines": registry.engine_names(kind)}
+        ) from None
+    problem = engine_cls.configuration_problem()
+    if problem:
+        raise ApplicationError(
+            "engine_not_configured", f"Engine '{engine}' is not available here: {problem}", status=422, details={"engine": engine}
+        )
+    return engine_cls
 
 
 def _check_options(*, engine: str, engine_cls: Any, requested: dict[str, bool]) -> None:
@@ -190,17 +195,7 @@ def talking_head_params_resolve(
     (a non-default value of an option it lacks is refused); with text, also
     resolve the speech stage like ``/v1/tts`` does."""
     engine = engine or settings.TALKING_HEAD_DEFAULT_ENGINE
-    try:
-        engine_cls = registry.engine_class(engine, kind=registry.TALKING_HEAD)
-    except UnknownEngine:
-        raise ApplicationError(
-            "unknown_engine", f"Unknown talking-head engine '{engine}'.", details={"engines": registry.engine_names(registry.TALKING_HEAD)}
-        ) from None
-    problem = engine_cls.configuration_problem()
-    if problem:
-        raise ApplicationError(
-            "engine_not_configured", f"Engine '{engine}' is not available here: {problem}", status=422, details={"engine": engine}
-        )
+    engine_cls = _usable_engine(engine, kind=registry.TALKING_HEAD)
     values = {**TALKING_HEAD_DEFAULTS, **options}
     requested = {option: values[option] != TALKING_HEAD_DEFAULTS[option] for option in TALKING_HEAD_ENGINE_OPTIONS}
     _check_options(engine=engine, engine_cls=engine_cls, requested=requested)

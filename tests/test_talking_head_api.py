@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from jobs.models import Job
 from tests.audio_samples import RATE, encode, speech
 from tests.doubles import SmallGpuVideoEngine
 from tests.portraits import astronaut, coffee, encoded, grace_hopper, two_people
-from tests.workers import running_worker
+from tests.workers import running_worker, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker thread needs committed rows
 
@@ -48,16 +47,6 @@ def _post(api, **fields):
     return api.post("/v1/talking-head", fields, format="multipart")
 
 
-def _wait(api, job_id: str, timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = api.get(f"/v1/jobs/{job_id}").json()
-        if body["status"] in ("succeeded", "failed", "canceled"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {body}")
-
-
 def _download(api, url: str, tmp_path: Path, name: str) -> Path:
     response = api.get(url.replace("http://testserver", ""))
     assert response.status_code == 200
@@ -82,7 +71,7 @@ def test_portrait_and_audio_become_a_playable_lip_synced_mp4(api, worker, tmp_pa
     assert "duration" not in job["input"]  # the client's duration is ignored
     assert job["input"]["image"]["format"] == "png" and job["input"]["resolution"] == 512
 
-    done = _wait(api, job["id"])
+    done = wait_for_job(api, job["id"])
     assert done["status"] == "succeeded", done
     result = done["result"]
     assert result["content_type"] == "video/mp4"
@@ -99,7 +88,7 @@ def test_text_is_spoken_first_and_its_audio_kept_as_a_second_file(api, worker, t
     response = _post(api, image=_image(grace_hopper(), "JPEG", "hopper.jpg"), text="Hello there, nice to meet you.", language="en")
     assert response.status_code == 202, response.content
     assert response.json()["input"]["text"] == "Hello there, nice to meet you."
-    done = _wait(api, response.json()["id"])
+    done = wait_for_job(api, response.json()["id"])
     assert done["status"] == "succeeded", done
     audio = done["result"]["audio"]
     assert audio["content_type"] == "audio/wav" and audio["url"].endswith("/result/audio")
@@ -113,7 +102,7 @@ def test_text_is_spoken_first_and_its_audio_kept_as_a_second_file(api, worker, t
 
 def test_events_report_each_stage(api, worker, tmp_path):
     job = _post(api, image=_image(), text="One two three.").json()
-    done = _wait(api, job["id"])
+    done = wait_for_job(api, job["id"])
     assert done["status"] == "succeeded"
     from jobs import events
 
@@ -125,14 +114,14 @@ def test_events_report_each_stage(api, worker, tmp_path):
 
 def test_no_face_fails_the_job_with_face_not_detected(api, worker, tmp_path):
     job = _post(api, image=_image(coffee()), audio=_audio(tmp_path)).json()
-    done = _wait(api, job["id"])
+    done = wait_for_job(api, job["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "face_not_detected"
     assert done["attempts"] == 1  # permanent: not retried
 
 
 def test_several_faces_use_the_largest_with_a_warning(api, worker, tmp_path):
     job = _post(api, image=_image(two_people()), audio=_audio(tmp_path, 1.0)).json()
-    done = _wait(api, job["id"])
+    done = wait_for_job(api, job["id"])
     assert done["status"] == "succeeded", done
     assert done["result"]["warnings"] == ["multiple_faces"] and done["result"]["faces_found"] == 2
     assert done["result"]["face"]["left"] < 400
@@ -140,13 +129,13 @@ def test_several_faces_use_the_largest_with_a_warning(api, worker, tmp_path):
 
 def test_unreadable_audio_fails_the_job_clearly(api, worker):
     audio = SimpleUploadedFile("a.mp3", b"ID3" + bytes(2000), content_type="audio/mpeg")
-    done = _wait(api, _post(api, image=_image(), audio=audio).json()["id"])
+    done = wait_for_job(api, _post(api, image=_image(), audio=audio).json()["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "audio_unreadable"
 
 
 def test_audio_over_the_limit_fails_with_audio_too_long(api, worker, tmp_path, settings):
     settings.TALKING_HEAD_MAX_AUDIO_S = 1.0
-    done = _wait(api, _post(api, image=_image(), audio=_audio(tmp_path, 2.0)).json()["id"])
+    done = wait_for_job(api, _post(api, image=_image(), audio=_audio(tmp_path, 2.0)).json()["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "audio_too_long"
 
 
@@ -156,7 +145,7 @@ def test_audio_over_the_limit_fails_with_audio_too_long(api, worker, tmp_path, s
 def test_out_of_memory_steps_down_the_resolution_ladder(api, worker, tmp_path):
     SmallGpuVideoEngine.calls.clear()
     job = _post(api, image=_image(), audio=_audio(tmp_path, 1.0), engine="small-gpu", resolution="1024").json()
-    done = _wait(api, job["id"])
+    done = wait_for_job(api, job["id"])
     assert done["status"] == "succeeded", done
     assert SmallGpuVideoEngine.calls == [1024, 768, 512]
     result = done["result"]
@@ -170,7 +159,7 @@ def test_out_of_memory_at_every_resolution_is_retried_then_fails(api, stub_broke
     settings.JOB_MAX_ATTEMPTS = 2
     with running_worker(stub_broker):
         job = _post(api, image=_image(), audio=_audio(tmp_path, 1.0), engine="no-memory", resolution="768").json()
-        done = _wait(api, job["id"], timeout=60)
+        done = wait_for_job(api, job["id"], timeout=60)
     assert done["status"] == "failed" and done["error"]["code"] == "out_of_memory"
     assert done["attempts"] == 2
 
@@ -316,7 +305,7 @@ def test_idempotency_key_counts_file_contents(api, tmp_path):
 
 
 def test_an_identical_request_reuses_the_video(api, worker, tmp_path):
-    first = _wait(api, _post(api, image=_image(), audio=_audio(tmp_path, 1.0)).json()["id"])
+    first = wait_for_job(api, _post(api, image=_image(), audio=_audio(tmp_path, 1.0)).json()["id"])
     assert first["status"] == "succeeded"
     again = _post(api, image=_image(), audio=_audio(tmp_path, 1.0))
     assert again.json()["cache_hit"] is True and again.json()["status"] == "succeeded"
@@ -326,7 +315,7 @@ def test_an_identical_request_reuses_the_video(api, worker, tmp_path):
 
 
 def test_another_tenants_video_is_404(api, other_api, worker, tmp_path):
-    done = _wait(api, _post(api, image=_image(), text="Hi.").json()["id"])
+    done = wait_for_job(api, _post(api, image=_image(), text="Hi.").json()["id"])
     for path in (f"/v1/jobs/{done['id']}", f"/v1/jobs/{done['id']}/result", f"/v1/jobs/{done['id']}/result/audio"):
         assert other_api.get(path).status_code == 404
     assert api.get(f"/v1/jobs/{done['id']}/result/subtitles").status_code == 404

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.models import Job
 from tests.audio_samples import FORMATS, RATE, encode, padded, speech
-from tests.workers import running_worker
+from tests.workers import running_worker, wait_for_job
 from voices.models import VoicePrompt
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker thread needs committed rows
@@ -32,16 +31,6 @@ def _audio_file(tmp_path: Path, audio: np.ndarray, fmt: str = "wav", name: str =
 
 def _upload(api, upload: SimpleUploadedFile, **fields):
     return api.post("/v1/voices", {"audio": upload, "name": "Stella", **fields}, format="multipart")
-
-
-def _wait_job(api, job_id: str, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = api.get(f"/v1/jobs/{job_id}").json()
-        if body["status"] in ("succeeded", "failed", "canceled"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
 @pytest.fixture
@@ -139,7 +128,7 @@ def test_speech_in_a_voice_reports_speaker_similarity(api, stella):
     response = api.post("/v1/tts", body, format="json")
     assert response.status_code == 202, response.content
     assert response.json()["input"]["voice_id"] == stella["id"]
-    job = _wait_job(api, response.json()["id"])
+    job = wait_for_job(api, response.json()["id"])
     assert job["status"] == "succeeded", job
     result = job["result"]
     assert -1 <= result["speaker_similarity"] <= 1
@@ -151,10 +140,10 @@ def test_dedup_tells_voices_apart(api, worker, stella, tmp_path):
     other = _upload(api, _audio_file(tmp_path, padded(speech("en+m3")))).json()
     body = {"text": "Same words.", "engine": "espeak"}
     first = api.post("/v1/tts", {**body, "voice_id": stella["id"]}, format="json").json()
-    _wait_job(api, first["id"])
+    wait_for_job(api, first["id"])
     again = api.post("/v1/tts", {**body, "voice_id": stella["id"]}, format="json").json()
     assert again["cache_hit"] is True and again["status"] == "succeeded"
-    assert again["result"]["speaker_similarity"] == _wait_job(api, first["id"])["result"]["speaker_similarity"]
+    assert again["result"]["speaker_similarity"] == wait_for_job(api, first["id"])["result"]["speaker_similarity"]
     in_other_voice = api.post("/v1/tts", {**body, "voice_id": other["id"]}, format="json").json()
     assert in_other_voice["cache_hit"] is False
 
@@ -194,7 +183,7 @@ def test_a_job_whose_voice_was_deleted_fails_clearly(api, stella, stub_broker, w
     response = api.post("/v1/tts", {"text": "Too late.", "voice_id": stella["id"], "engine": "espeak"}, format="json")
     assert api.delete(f"/v1/voices/{stella['id']}").status_code == 204
     with running_worker(stub_broker):
-        job = _wait_job(api, response.json()["id"])
+        job = wait_for_job(api, response.json()["id"])
     assert (job["status"], job["error"]["code"]) == ("failed", "voice_deleted")
 
 

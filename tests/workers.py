@@ -19,3 +19,16 @@ def running_worker(broker: dramatiq.Broker, *, worker_timeout: int = 50, threads
         yield worker
     finally:
         worker.stop()
+
+
+def wait_for_job(api, job_id: str, timeout: float = 60.0) -> dict:
+    """Poll the API until the job is terminal; its body."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = api.get(f"/v1/jobs/{job_id}").json()
+        if body["status"] in ("succeeded", "failed", "canceled"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {body}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import numpy as np
 
 from engines.audio.dsp import join_chunks, rms_dbfs
 from engines.audio.io import FORMATS, encode_audio, probe_duration
+from engines.base import Engine
 from engines.errors import PermanentEngineError
 from engines.text import split_into_chunks
 
@@ -56,7 +56,7 @@ class SpeechResult:
     voice: dict | None = None
 
 
-class TTSEngine(ABC):
+class TTSEngine(Engine, ABC):
     """A speech engine: ``load()`` once per process, ``run()`` per job.
 
     Subclasses implement ``synthesize_chunk``; the shared ``run`` splits the
@@ -75,10 +75,6 @@ class TTSEngine(ABC):
     clones_voice: ClassVar[bool] = False
     requires_voice: ClassVar[bool] = False
 
-    def __init__(self) -> None:
-        self._load_lock = threading.Lock()
-        self._loaded = False
-
     @classmethod
     @abstractmethod
     def languages(cls) -> frozenset[str]:
@@ -87,21 +83,6 @@ class TTSEngine(ABC):
     @classmethod
     def supports_language(cls, language: str) -> bool:
         return language.lower() in cls.languages()
-
-    @classmethod
-    def configuration_problem(cls) -> str | None:
-        """Why this engine cannot run in this deployment (e.g. no server URL), else None."""
-        return None
-
-    def load(self) -> None:
-        """Load models once; safe to call from several threads."""
-        with self._load_lock:
-            if not self._loaded:
-                self._load()
-                self._loaded = True
-
-    def _load(self) -> None:  # pragma: no cover - engines without models
-        """Heavy, one-time initialization (model files, native libraries)."""
 
     @abstractmethod
     def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:

@@ -9,12 +9,13 @@ was canceled, which stops the engine at its next progress point.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from engines.base import Engine
 
 ProgressCallback = Callable[[int, str], None]
 
@@ -70,7 +71,7 @@ class TalkingHeadResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class TalkingHeadEngine(ABC):
+class TalkingHeadEngine(Engine, ABC):
     """``load()`` once per process, ``run()`` per job."""
 
     name: ClassVar[str]
@@ -79,24 +80,6 @@ class TalkingHeadEngine(ABC):
     options: ClassVar[frozenset[str]] = frozenset()
     resolutions: ClassVar[tuple[int, ...]] = RESOLUTIONS
     frame_rates: ClassVar[tuple[int, ...] | None] = None  # None: any fps the API allows
-
-    def __init__(self) -> None:
-        self._load_lock = threading.Lock()
-        self._loaded = False
-
-    @classmethod
-    def configuration_problem(cls) -> str | None:
-        """Why this engine cannot run in this deployment (e.g. no server URL), else None."""
-        return None
-
-    def load(self) -> None:
-        with self._load_lock:
-            if not self._loaded:
-                self._load()
-                self._loaded = True
-
-    def _load(self) -> None:
-        """Heavy, one-time initialization."""
 
     @abstractmethod
     def run(self, request: TalkingHeadRequest, progress: ProgressCallback, workdir: Path) -> TalkingHeadResult:

@@ -104,15 +104,16 @@ def _correct(
     return open_ * gate, wide * gate, round_ * gate
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of every run of True values, end exclusive."""
+    edges = np.diff(np.concatenate([[0], np.asarray(mask, np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
 def _runs_at_least(mask: np.ndarray, length: int) -> np.ndarray:
     """Frames inside runs of True at least ``length`` long."""
     out = np.zeros_like(mask)
-    start = None
-    for index, value in enumerate(list(mask) + [False]):
-        if value and start is None:
-            start = index
-        elif not value and start is not None:
-            if index - start >= length:
-                out[start:index] = True
-            start = None
+    for start, end in runs(mask):
+        if end - start >= length:
+            out[start:end] = True
     return out

@@ -75,15 +75,12 @@ def measure(path: Path, *, max_lag: int = 4) -> LipSyncReport:
 def _inside_runs(mask: np.ndarray, length: int = 3) -> np.ndarray:
     """Frames strictly inside runs of at least ``length`` True frames: the
     first and last frame of a silence are transitions."""
+    from engines.video.features import runs
+
     out = np.zeros_like(mask)
-    start = None
-    for index, value in enumerate(list(mask) + [False]):
-        if value and start is None:
-            start = index
-        elif not value and start is not None:
-            if index - start >= length:
-                out[start + 1:index - 1] = True
-            start = None
+    for start, end in runs(mask):
+        if end - start >= length:
+            out[start + 1:end - 1] = True
     return out
 
 
