@@ -192,3 +192,22 @@ def test_audio_checks(tmp_path):
     with pytest.raises(PermanentEngineError) as error:
         check_audio(tmp_path / "c.mp3", max_audio_s=120)
     assert error.value.code == "audio_unreadable"
+
+
+def test_a_cancel_stops_the_render_at_the_next_block_of_frames(engine, tmp_path):
+    from engines.errors import Canceled
+
+    image = tmp_path / "portrait.png"
+    image.write_bytes(encoded(grace_hopper()))
+    seen = []
+
+    def progress(percent, stage):
+        seen.append(stage)
+        if seen.count("rendering") == 2:  # the job was canceled meanwhile
+            raise Canceled("job")
+
+    request = TalkingHeadRequest(image_path=image, audio_path=encode(_speech_with_pauses(), tmp_path / "a.wav"),
+                                 face=check_portrait(image).face)
+    with pytest.raises(Canceled):
+        engine.run(request, progress, tmp_path)
+    assert "encoding" not in seen
