@@ -15,9 +15,9 @@ from core.redis_server import free_port
 from engines import registry
 from jobs.models import Job
 from tests.audio_samples import padded, speech
-from tests.test_voices_api import _audio_file, _upload, _wait_job
+from tests.test_voices_api import _audio_file, _upload
 from tests.traefik import Traefik, http_status
-from tests.workers import running_worker
+from tests.workers import running_worker, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def test_every_job_succeeds_when_an_instance_dies_mid_run(api, stub_broker, tmp_
         second.kill()
         calls_at_kill = len(second.calls())
         finished_at_kill = Job.objects.filter(status="succeeded", engine="cosyvoice").count()
-        jobs = [_wait_job(api, job_id, timeout=90) for job_id in job_ids]
+        jobs = [wait_for_job(api, job_id, timeout=90) for job_id in job_ids]
     assert [job["status"] for job in jobs] == ["succeeded"] * 12, [job["error"] for job in jobs]
     assert all(job["result"]["voice"]["mode"] == "cloned" for job in jobs)
     assert Job.objects.filter(status="succeeded", engine="cosyvoice").count() == 12
