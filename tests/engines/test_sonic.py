@@ -18,7 +18,12 @@ from PIL import Image
 
 from core.redis_server import free_port
 from engines.audio.io import decode_audio
-from engines.errors import Canceled, EngineOutOfMemory, PermanentEngineError, TransientEngineError
+from engines.errors import (
+    Canceled,
+    EngineOutOfMemory,
+    PermanentEngineError,
+    TransientEngineError,
+)
 from engines.video import sonic
 from engines.video.base import FaceBox, TalkingHeadRequest, TalkingHeadResult
 from engines.video.media import probe_video
