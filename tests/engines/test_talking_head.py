@@ -108,15 +108,20 @@ def test_dynamic_scale_scales_the_mouth_motion(engine, tmp_path):
 
 
 def test_lip_sync_correction_closes_the_mouth_in_pauses_that_smoothing_blurs():
-    audio = _speech_with_pauses()
+    # Voiced bursts (a 150 Hz buzz: harmonics across the speech band) and
+    # pauses whose edges are known to the sample.
+    t = np.arange(int(0.4 * RATE)) / RATE
+    burst = (0.3 * (2 * ((150 * t) % 1) - 1)).astype(np.float32)
+    gap = np.zeros(int(0.6 * RATE), np.float32)
+    audio = np.concatenate([gap, burst, gap, burst, gap])
     frames = round(audio.size / RATE * 25)
     corrected = mouth_track(audio, fps=25, frames=frames, lip_sync_correction=True)
     blurred = mouth_track(audio, fps=25, frames=frames, lip_sync_correction=False)
-    # The real pauses (0.5 s and more), not the gaps between words.
+    # Frames whose whole analysis window lies in a pause: one frame in from each edge.
     pause = np.zeros(frames, bool)
-    for start, end in ((0, 0.5), (3.5, 4.5), (6.5, 7.0)):
-        pause[round(start * 25) + 2: round(end * 25) - 2] = True
-    assert corrected.silent[pause].all()
+    for start, end in ((0.0, 0.6), (1.0, 1.6), (2.0, 2.6)):
+        pause[round(start * 25) + 1: round(end * 25) - 1] = True
+    assert corrected.silent[pause].all() and not corrected.silent[~pause].all()
     assert corrected.open[pause].max() == 0 < blurred.open[pause].max()
 
 
