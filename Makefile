@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench venv clean system-packages
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
@@ -25,7 +25,12 @@ venv: $(VENV)/.installed-dev
 run: $(VENV)/.installed-run
 	$(PY) manage.py runplatform
 
-test: $(VENV)/.installed-dev
+# Browser tests need Debian's chromium, Postgres tests a PostgreSQL server:
+# installed when missing (as root or with passwordless sudo).
+system-packages:
+	@bash platform/install-system-packages.sh
+
+test: $(VENV)/.installed-dev system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev

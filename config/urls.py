@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
+from jobs import staff_views
 
 urlpatterns = [
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
@@ -10,6 +11,9 @@ urlpatterns = [
     path("v1/", include("jobs.urls")),
     path("v1/", include("webhooks.urls")),
     path("v1/", include("voices.urls")),
+    # Staff only (admin login); before admin.site.urls, which would 404 them.
+    path("admin/dashboard/", admin.site.admin_view(staff_views.dashboard), name="staff-dashboard"),
+    path("admin/dashboard/data", admin.site.admin_view(staff_views.dashboard_data), name="staff-dashboard-data"),
     path("admin/", admin.site.urls),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
