@@ -242,13 +242,20 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 JOB_RETRY_MIN_BACKOFF_MS = env_int("JOB_RETRY_MIN_BACKOFF_MS", 2_000)
 JOB_RETRY_MAX_BACKOFF_MS = env_int("JOB_RETRY_MAX_BACKOFF_MS", 300_000)
 JOB_TIME_LIMIT_S = env_int("JOB_TIME_LIMIT_S", 15 * 60)
+# reap_jobs stops a job still running this long after its time limit (a
+# worker stuck where Dramatiq's time limit cannot interrupt it).
+JOB_OVERDUE_GRACE_S = env_int("JOB_OVERDUE_GRACE_S", 60)
 # Workers refresh a running job's heartbeat every quarter of this; a job silent
 # for this long is abandoned (its worker died) and may be claimed again.
 JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 30)
 # A job still queued this long after its message was sent is sent again (the
 # message may have been lost); duplicates are dropped by the claim.
 JOB_RESEND_QUEUED_AFTER_S = env_int("JOB_RESEND_QUEUED_AFTER_S", 15 * 60)
+# Days results (and the inputs of finished jobs) are kept; tenants may override.
 JOB_RESULT_RETENTION_DAYS = env_int("JOB_RESULT_RETENTION_DAYS", 30)
+# purge_expired deletes unreferenced objects only once they are this old (an
+# upload is stored a moment before the row that references it).
+STORAGE_ORPHAN_GRACE_S = env_int("STORAGE_ORPHAN_GRACE_S", 3600)
 # Engines to load at worker boot so the first job does not pay the load time.
 ENGINES_PRELOAD = env_list("ENGINES_PRELOAD", ["piper", "espeak"])
 VOICE_MODELS_PRELOAD = env_bool("VOICE_MODELS_PRELOAD", True)
@@ -280,6 +287,8 @@ WEBHOOK_SWEEP_GRACE_S = env_float("WEBHOOK_SWEEP_GRACE_S", 30.0)
 # An endpoint whose deliveries failed this many times in a row is disabled.
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 10)
 WEBHOOK_PROGRESS_INTERVAL_S = env_float("WEBHOOK_PROGRESS_INTERVAL_S", 5.0)
+# Finished deliveries (and their attempts) are kept this long for replay and support.
+WEBHOOK_DELIVERY_RETENTION_DAYS = env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
 WEBHOOK_SECRET_ROTATION_GRACE_S = env_int("WEBHOOK_SECRET_ROTATION_GRACE_S", 24 * 3600)
 # CIDRs webhooks may reach although private (e.g. "10.0.0.0/8" for an
 # internal receiver; tests and local dev: "127.0.0.0/8,::1/128").

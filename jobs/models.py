@@ -85,6 +85,7 @@ class Job(models.Model):
             # Fair-share dispatch: in-flight count, and the waiting jobs in release order.
             models.Index(fields=["tenant", "status", "enqueued_at", "priority", "created_at"], name="job_tenant_dispatch"),
             models.Index(fields=["tenant", "dedup_key", "status"], name="job_tenant_dedup"),
+            models.Index(fields=["status", "result_expires_at"], name="job_status_expires"),  # purge_expired
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(progress__lte=100), name="job_progress_lte_100"),

@@ -790,7 +790,7 @@ def _job_store_result(job: Job, output: JobOutput) -> None:
         result_content_type=output.content_type,
         result_duration_s=output.duration_s,
         result_size_bytes=output.size_bytes,
-        result_expires_at=now + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS),
+        result_expires_at=now + timedelta(days=tenant_limits(job.tenant).result_retention_days),
         result_info=output.info,
         result_files=result_files,
     )
@@ -903,3 +903,34 @@ def jobs_requeue_abandoned() -> int:
         job_enqueue(job_id=job_id)  # job_claim accepts the stale running job
     close_old_connections()
     return len(job_ids)
+
+
+def jobs_stop_overdue() -> int:
+    """Running jobs past their time limit although their worker still beats
+    (an engine stuck in native code, where Dramatiq's time limit cannot
+    interrupt it): retried while attempts remain, else failed. The stuck run
+    no longer owns the job, so it stops at its next progress point and can
+    never store a result."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_TIME_LIMIT_S + settings.JOB_OVERDUE_GRACE_S)
+    message = f"The job exceeded its time limit of {settings.JOB_TIME_LIMIT_S} s."
+    stopped = 0
+    for job_id, attempts in Job.objects.filter(status=Status.RUNNING, started_at__lt=cutoff).values_list("id", "attempts")[:1000]:
+        owned = Job.objects.filter(id=job_id, status=Status.RUNNING, attempts=attempts, started_at__lt=cutoff)
+        if attempts >= settings.JOB_MAX_ATTEMPTS:
+            changed = owned.update(
+                status=Status.FAILED, stage="failed", finished_at=now, error_code="time_limit_exceeded",
+                error_message=f"{message} (gave up after {attempts} attempts)",
+            )
+        else:
+            changed = owned.update(status=Status.QUEUED, stage="retrying", error_code="time_limit_exceeded", error_message=message)
+            if changed:
+                job_enqueue(job_id=job_id)
+        if changed:
+            stopped += 1
+            logger.warning("job over its time limit; stopped", extra={"job_id": str(job_id), "attempt": attempts})
+            _job_announce(job_id)
+            if attempts >= settings.JOB_MAX_ATTEMPTS:
+                _followers_finish(Job.objects.get(id=job_id))
+    return stopped
+

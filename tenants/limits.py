@@ -18,6 +18,7 @@ class TenantLimits:
     monthly_seconds_quota: int  # 0: unlimited
     max_in_flight: int
     allow_high_priority: bool
+    result_retention_days: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,4 +40,5 @@ def tenant_limits(tenant: Tenant) -> TenantLimits:
         monthly_seconds_quota=_pick(tenant.monthly_seconds_quota, settings.TENANT_MONTHLY_SECONDS_QUOTA),
         max_in_flight=_at_least_one(_pick(tenant.max_in_flight, settings.TENANT_MAX_IN_FLIGHT)),
         allow_high_priority=tenant.allow_high_priority,
+        result_retention_days=_at_least_one(_pick(tenant.result_retention_days, settings.JOB_RESULT_RETENTION_DAYS)),
     )

@@ -30,6 +30,10 @@ class Tenant(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Jobs handed to the workers at once (fair share); the rest wait their turn."
     )
     allow_high_priority = models.BooleanField(default=False)
+    result_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Days results and uploaded inputs are kept before purge_expired deletes them.",
+    )
 
     class Meta:
         ordering = ["slug"]

@@ -251,3 +251,29 @@ def test_worker_survives_an_engine_that_raises(tenant, stub_broker, settings):
     bad, good = _refresh(bad), _refresh(good)
     assert (bad.status, bad.error_code, bad.attempts) == ("failed", "engine_error", settings.JOB_MAX_ATTEMPTS)
     assert good.status == "succeeded"
+
+
+def test_a_job_stuck_past_its_time_limit_is_retried_then_failed(tenant, settings, stub_broker):
+    """Its worker still beats (stuck in native code): the reaper takes the job
+    away, so the stuck run can never store a result."""
+    overdue = timezone.now() - timedelta(seconds=settings.JOB_TIME_LIMIT_S + settings.JOB_OVERDUE_GRACE_S + 1)
+    retry = _job(tenant, status=Job.Status.RUNNING, attempts=1, started_at=overdue, heartbeat_at=timezone.now())
+    last = _job(tenant, status=Job.Status.RUNNING, attempts=settings.JOB_MAX_ATTEMPTS, started_at=overdue, heartbeat_at=timezone.now())
+    in_time = _job(tenant, status=Job.Status.RUNNING, attempts=1, started_at=timezone.now(), heartbeat_at=timezone.now())
+    stub_broker.flush_all()
+
+    assert services.jobs_stop_overdue() == 2
+
+    retry, last, in_time = _refresh(retry), _refresh(last), _refresh(in_time)
+    assert (retry.status, retry.error_code) == ("queued", "time_limit_exceeded")
+    assert [message.args[0] for message in _messages(stub_broker, "tts")] == [str(retry.id)]
+    assert (last.status, last.error_code) == ("failed", "time_limit_exceeded")
+    assert in_time.status == "running"
+    # The stuck run of the retried job no longer owns it: its next progress stops it.
+    stuck = Job(id=retry.id, attempts=1, tenant=tenant)
+    with pytest.raises(services.Canceled):
+        services.job_progress(job=stuck, percent=50, stage="still going")
+
+
+def _messages(broker, queue: str) -> list[dramatiq.Message]:
+    return [dramatiq.Message.decode(raw) for raw in list(broker.queues[queue].queue)]

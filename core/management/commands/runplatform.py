@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -140,19 +141,12 @@ Try it:
         )
 
     def _supervise(self, supervisor: Supervisor, stop: threading.Event) -> None:
-        from jobs.services import jobs_requeue_abandoned, jobs_resend_unsent
-        from voices.services import voices_resend_stuck
-        from webhooks.services import webhooks_sweep
-
         next_reap = time.monotonic() + REAP_INTERVAL_S
         while not stop.wait(0.5):
             supervisor.poll()
             if time.monotonic() >= next_reap:
                 next_reap = time.monotonic() + REAP_INTERVAL_S
-                try:
-                    jobs_resend_unsent()
-                    jobs_requeue_abandoned()
-                    webhooks_sweep()
-                    voices_resend_stuck()
+                try:  # what cron / a CronJob runs in a deployment
+                    call_command("reap_jobs", stdout=io.StringIO())
                 except Exception as exc:  # the database may be briefly busy
                     self.stderr.write(f"[reaper] {exc}")
