@@ -38,7 +38,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.middleware.MetricsMiddleware",
     "core.middleware.RequestIdMiddleware",
+    "core.middleware.DatabaseUnavailableMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -319,6 +321,10 @@ IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = env_int("IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S",
 
 API_KEY_CUSTOM_HEADER = None
 API_KEY_LAST_USED_RESOLUTION_S = env_float("API_KEY_LAST_USED_RESOLUTION_S", 60.0)
+
+# --- /metrics (Prometheus). Set a token to require "Authorization: Bearer
+# <token>" (scrapers send it with bearer_token / authorization in their config).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Logging: JSON lines with request and job ids.
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

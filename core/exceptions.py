@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from core.errors import ApplicationError
+from core.middleware import DATABASE_UNAVAILABLE, is_database_outage
 from core.responses import error_body
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             headers["WWW-Authenticate"] = 'Bearer realm="api"'
         if isinstance(exc, drf.Throttled) and exc.wait is not None:
             headers["Retry-After"] = str(int(exc.wait))
+    elif is_database_outage(exc):
+        logger.warning("database unavailable", exc_info=exc)
+        status, code, message, details = 503, "service_unavailable", DATABASE_UNAVAILABLE, {"failing": "database"}
+        headers["Retry-After"] = "5"
     else:
         return None  # a real bug: let Django log it and render the JSON 500
     set_rollback()

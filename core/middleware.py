@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable
 
+from django import db
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from core import metrics
 from core.context import request_id_var
 from core.responses import error_response
+
+logger = logging.getLogger(__name__)
 
 # Accept a caller's (or Traefik's) request id only if it is short and plain, so
 # nothing odd ends up in logs or headers.
@@ -72,3 +77,50 @@ class RateLimitHeadersMiddleware:
         for name, value in getattr(request, "ratelimit_headers", {}).items():
             response[name] = value
         return response
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route pattern, method and status."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        elapsed = metrics.timer()
+        response = self.get_response(request)
+        route, method = metrics.request_route(request), request.method or ""
+        metrics.observe(metrics.http_request_seconds, elapsed(), route=route, method=method)
+        metrics.increment(metrics.http_requests, route=route, method=method, status=str(response.status_code))
+        return response
+
+
+class DatabaseUnavailableMiddleware:
+    """A database that is down or restarting answers 503 service_unavailable
+    (with Retry-After) on every route, never a 500: clients retry, and the
+    next request reconnects (CONN_HEALTH_CHECKS) once it is back."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_database_outage(exception):
+            return None
+        return database_unavailable_response()
+
+
+def is_database_outage(exception: BaseException) -> bool:
+    """Connection-level failures only: a constraint violation is a bug, not an outage."""
+    return isinstance(exception, (db.OperationalError, db.InterfaceError))
+
+
+DATABASE_UNAVAILABLE = "The database is unavailable. Retry shortly."
+
+
+def database_unavailable_response() -> HttpResponse:
+    logger.warning("database unavailable", exc_info=True)
+    response = error_response(503, "service_unavailable", DATABASE_UNAVAILABLE, {"failing": "database"})
+    response["Retry-After"] = "5"
+    return response

@@ -4,7 +4,8 @@ import logging
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.crypto import constant_time_compare
 
 from core.responses import error_response
 
@@ -39,6 +40,21 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if failing:
         return error_response(503, "service_unavailable", "A dependency is unavailable.", {"failing": failing})
     return JsonResponse({"status": "ready"})
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition: this host's processes plus queue and job state."""
+    from core.metrics import exposition
+
+    token = settings.METRICS_TOKEN
+    if token:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not constant_time_compare(supplied, token):
+            return error_response(401, "invalid_metrics_token", "/metrics needs the METRICS_TOKEN as a Bearer token.")
+    body, content_type = exposition()
+    response = HttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -32,6 +32,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_record
+from core import metrics
 from core.context import job_id_var
 from core.errors import ApplicationError
 from core.models import IdempotencyRecord
@@ -521,6 +522,8 @@ def _job_announce(job: Job | Any, *, fresh: bool = False) -> None:
         if not fresh:
             job = Job.objects.select_related("tenant").get(id=getattr(job, "id", job))
         body = job_representation(job)
+        if job.is_terminal:
+            metrics.increment(metrics.jobs_finished, kind=job.kind, status=job.status, error_code=job.error_code)
         events.job_event_append(job_id=job.id, event=events.DONE if job.is_terminal else events.STATUS, data=body)
         event_type = _WEBHOOK_EVENT_BY_STATUS.get(job.status)
         if event_type:
@@ -574,6 +577,8 @@ def job_claim(*, job_id: str) -> Job | None:
     )
     if claimed:
         job = Job.objects.select_related("tenant").get(id=job_id)
+        waited_since = job.enqueued_at or job.created_at
+        metrics.observe(metrics.job_queue_wait_seconds, max(0.0, (now - waited_since).total_seconds()), kind=job.kind)
         _job_announce(job, fresh=True)
         return job
     # Only now (off the hot path: every UPDATE takes SQLite's write lock) look
@@ -618,6 +623,16 @@ def _after_job(job: Job) -> None:
 
 
 def _job_execute(job: Job) -> None:
+    elapsed, outcome = metrics.timer(), "retrying"  # JobRetry propagates to the actor
+    try:
+        outcome = _job_attempt(job)
+    finally:
+        metrics.observe(metrics.engine_run_seconds, elapsed(), kind=job.kind, engine=job.engine, outcome=outcome)
+
+
+def _job_attempt(job: Job) -> str:
+    """One attempt: engine, then storage. Returns how it ended (succeeded,
+    failed, canceled) or raises JobRetry for another attempt."""
     from dramatiq.middleware.time_limit import TimeLimitExceeded
 
     try:
@@ -626,8 +641,10 @@ def _job_execute(job: Job) -> None:
             output = make(job, Path(workdir))
             job_progress(job=job, percent=_ENGINE_PROGRESS_SHARE + 1, stage="storing")
             _job_store_result(job, output)
+        return "succeeded"
     except Canceled:
         logger.info("job canceled while running")
+        return "canceled"
     except TimeLimitExceeded:
         _job_fail(job, "time_limit_exceeded", f"The job exceeded its time limit of {settings.JOB_TIME_LIMIT_S} s.")
     except EngineError as exc:
@@ -641,6 +658,7 @@ def _job_execute(job: Job) -> None:
     except Exception as exc:
         logger.exception("engine raised an unexpected error")
         _job_retry_or_fail(job, "engine_error", f"The engine failed: {type(exc).__name__}")
+    return "failed"  # a retry raised JobRetry above
 
 
 def _progress_between(job: Job, low: int, high: int):

@@ -40,6 +40,7 @@ class Stack:
             "WEB_CONCURRENCY": str(web_workers),
             "dramatiq_worker_timeout": "20",
             "PYTHONPATH": str(ROOT),
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
             **(extra_env or {}),
         }
         self.worker_threads = worker_threads
@@ -68,6 +69,7 @@ class Stack:
             self.redis.wait(timeout=10)
 
     def start(self) -> Stack:
+        (self.workdir / "metrics").mkdir(exist_ok=True)
         self.start_redis()
         self.manage("migrate", "--noinput")
         self.manage("create_tenant", "acme")

@@ -81,3 +81,22 @@ def test_supervisor_restarts_a_dead_worker(stack):
     assert stack.supervisor.poll() == ["worker"]
     job_id = stack.submit(text="Picked up by the restarted worker.").json()["id"]
     assert stack.wait_terminal(job_id, timeout=90)["status"] == "succeeded"
+
+
+def test_the_apis_metrics_include_the_workers_samples(stack):
+    """Web and worker processes share PROMETHEUS_MULTIPROC_DIR: one scrape of
+    the API shows what the worker recorded."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    job = stack.wait_terminal(stack.submit(text="Counted by the worker.", language="cmn").json()["id"])
+    assert job["status"] == "succeeded"
+    text = requests.get(f"{stack.base_url}/metrics", timeout=10).text
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    assert total("mynah_engine_run_seconds_count", engine="espeak", outcome="succeeded") >= 1
+    assert total("mynah_jobs_finished_total", status="succeeded") >= 1
+    assert total("mynah_http_requests_total", route="v1/tts", method="POST", status="202") >= 1
+    assert total("mynah_dependency_up", dependency="redis") == 1

@@ -21,6 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_record
+from core import metrics
 from core.errors import ApplicationError
 from tenants.models import Tenant
 from webhooks import signing, transport
@@ -182,14 +183,19 @@ def _record(delivery: Delivery, outcome: transport.SendOutcome, now: datetime) -
         delivery=delivery, number=delivery.attempts, started_at=now, status_code=outcome.status_code,
         latency_ms=outcome.latency_ms, error=outcome.error, response_excerpt=outcome.response_excerpt,
     )
+    if outcome.latency_ms is not None:
+        metrics.observe(metrics.webhook_attempt_seconds, outcome.latency_ms / 1000)
     if outcome.succeeded:
+        metrics.increment(metrics.webhook_attempts, outcome="succeeded")
         _finish(delivery, Delivery.Status.SUCCEEDED, status_code=outcome.status_code)
         return
     error = outcome.error or f"HTTP {outcome.status_code}"
     delay = _retry_delay_s(delivery.attempts) if _is_retriable(outcome) else None
     if delay is None or _past_window(delivery, now + timedelta(seconds=delay)):
+        metrics.increment(metrics.webhook_attempts, outcome="failed")
         _finish(delivery, Delivery.Status.FAILED, status_code=outcome.status_code, error=error, gone=outcome.status_code == 410)
         return
+    metrics.increment(metrics.webhook_attempts, outcome="retrying")
     rescheduled = _mine(delivery).update(
         status=Delivery.Status.PENDING, next_attempt_at=now + timedelta(seconds=delay), locked_until=None,
         last_status_code=outcome.status_code, last_error=error[:500],

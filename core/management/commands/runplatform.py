@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -79,8 +80,13 @@ class Command(BaseCommand):
         return raw_key
 
     def _start_app(self, supervisor: Supervisor, port: int, processes: int, threads: int) -> None:
+        # Every process writes its metric samples here; /metrics adds them up.
+        metrics_dir = settings.VAR_DIR / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the processes
+        metrics_dir.mkdir(parents=True)
         env = {
             "PORT": str(port),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings"),
             "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}"),
             # Local development: webhooks may reach receivers on this machine.
