@@ -17,13 +17,15 @@ def audit_record(
     ip: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one audit event. Called explicitly from services."""
+    """Append one audit event. Called explicitly from services. A target
+    names itself by ``audit_id`` when its primary key should not be copied
+    around (an API key's pk embeds its hash)."""
     return AuditEvent.objects.create(
         tenant=tenant,
         actor=actor,
         action=action,
         target_type=target._meta.label_lower if target is not None else "",
-        target_id=str(target.pk) if target is not None else "",
+        target_id=str(getattr(target, "audit_id", target.pk)) if target is not None else "",
         ip=ip,
         request_id=request_id_var.get() or "",
         metadata=metadata or {},

@@ -49,6 +49,10 @@ class ApiKey(AbstractAPIKey):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     last_used_at = models.DateTimeField(null=True, blank=True)
 
+    @property
+    def audit_id(self) -> str:
+        return self.prefix  # the pk is "<prefix>.<hash>": the hash stays in this table
+
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"

@@ -28,7 +28,7 @@ def test_commands_create_tenant_and_print_the_key_last(db):
     assert api_key.tenant.slug == "initech" and api_key.name == "ci"
     # Only a hash is stored: the secret appears nowhere in the row.
     assert secret not in api_key.hashed_key and api_key.hashed_key.startswith("sha512$$")
-    assert AuditEvent.objects.filter(action="api_key.create", target_id=str(api_key.pk), actor="cli").exists()
+    assert AuditEvent.objects.filter(action="api_key.create", target_id=api_key.prefix, actor="cli").exists()
     assert AuditEvent.objects.filter(action="tenant.create", tenant__slug="initech").exists()
 
 
@@ -47,7 +47,7 @@ def test_revoke_command_records_audit(tenant):
     _call("revoke_api_key", api_key.prefix)
     api_key.refresh_from_db()
     assert api_key.revoked
-    assert AuditEvent.objects.filter(action="api_key.revoke", target_id=str(api_key.pk)).count() == 1
+    assert AuditEvent.objects.filter(action="api_key.revoke", target_id=api_key.prefix).count() == 1
 
 
 def _status_and_code(client: APIClient):
