@@ -55,7 +55,7 @@ class Job(models.Model):
     input_files = models.JSONField(default=dict, blank=True)
 
     progress = models.PositiveSmallIntegerField(default=0)
-    stage = models.CharField(max_length=40, default="queued")
+    stage = models.CharField(max_length=80, default="queued")
     attempts = models.PositiveSmallIntegerField(default=0)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)

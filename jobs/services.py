@@ -776,6 +776,7 @@ def job_progress(*, job: Job, percent: int, stage: str) -> None:
     longer owns the job (canceled, or taken over), which stops the engine at
     its next progress point."""
     percent = max(0, min(percent, 99))
+    stage = stage[: Job._meta.get_field("stage").max_length]  # engines word their own stages
     updated = _owned(job).update(progress=percent, stage=stage, heartbeat_at=timezone.now())
     if not updated:
         raise Canceled(str(job.id))
