@@ -30,8 +30,14 @@ run: $(VENV)/.installed-run
 system-packages:
 	@bash platform/install-system-packages.sh
 
+# The suite runs twice: on SQLite (the embedded default) and on a throwaway
+# PostgreSQL cluster (production's database, with real concurrency). Engine
+# tests touch no database and run once. SKIP_POSTGRES=1 runs only the first.
 test: $(VENV)/.installed-dev system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
+ifneq ($(SKIP_POSTGRES),1)
+	$(PY) -m pytest --ds=tests.settings_postgres --ignore=tests/engines $(PYTEST_ARGS)
+endif
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run_all.py
