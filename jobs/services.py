@@ -502,6 +502,46 @@ def job_cancel(*, job: Job, actor: str, ip: str | None) -> Job:
     return job
 
 
+def job_retry(*, job: Job, actor: str, ip: str | None = None) -> Job:
+    """Staff: run a failed or canceled job again from the start (a fresh
+    set of attempts, its uploads if retention has not removed them)."""
+    retried = Job.objects.filter(id=job.id, status__in=[Status.FAILED, Status.CANCELED]).update(
+        status=Status.QUEUED, stage="queued", progress=0, attempts=0, error_code="", error_message="",
+        enqueued_at=None, started_at=None, finished_at=None, heartbeat_at=None, dedup_of=None,
+    )
+    job.refresh_from_db()
+    if not retried:
+        raise ApplicationError("job_not_retryable", f"The job is {job.status}; only failed or canceled jobs can be retried.", status=409)
+    audit_record(action="job.retry", actor=actor, tenant=job.tenant, target=job, ip=ip)
+    _job_announce(job)
+    jobs_dispatch(tenant_id=job.tenant_id)
+    return job
+
+
+def job_requeue(*, job: Job, actor: str, ip: str | None = None) -> Job:
+    """Staff: put a stuck job back in its queue. A running job is taken from
+    its worker (which stops at its next progress point and cannot store a
+    result); a queued job's message is sent again (a duplicate is harmless:
+    only one claim wins)."""
+    if job.status == Status.RUNNING:
+        moved = Job.objects.filter(id=job.id, status=Status.RUNNING, attempts=job.attempts).update(
+            status=Status.QUEUED, stage="requeued", progress=0
+        )
+    else:
+        moved = Job.objects.filter(id=job.id, status=Status.QUEUED).count()
+    job.refresh_from_db()
+    if not moved:
+        raise ApplicationError("job_not_requeueable", f"The job is {job.status}; only queued or running jobs can be requeued.", status=409)
+    audit_record(action="job.requeue", actor=actor, tenant=job.tenant, target=job, ip=ip)
+    if job.enqueued_at is None:
+        jobs_dispatch(tenant_id=job.tenant_id)  # waiting its fair-share turn
+    else:
+        job_enqueue(job_id=job.id)
+    _job_announce(job)
+    job.refresh_from_db()
+    return job
+
+
 # ------------------------------------------------------------------- events
 
 _WEBHOOK_EVENT_BY_STATUS = {

@@ -1,18 +1,57 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from audit.admin_mixins import AuditedAdminMixin
-from tenants.models import ApiKey, Tenant
+from tenants.limits import tenant_limits
+from tenants.models import ApiKey, Tenant, UsagePeriod
+from tenants.selectors import usage_get
 from tenants.services import api_key_create, api_key_revoke
 
 
 @admin.register(Tenant)
 class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ("slug", "name", "is_active", "created_at")
+    list_display = ("slug", "name", "is_active", "active_jobs", "seconds_this_month", "created_at")
     search_fields = ("slug", "name")
-    list_filter = ("is_active",)
-    readonly_fields = ("id", "created_at")
+    list_filter = ("is_active", "allow_high_priority")
+    readonly_fields = ("id", "created_at", "usage", "effective_limits")
+    fieldsets = (
+        (None, {"fields": ("id", "slug", "name", "is_active", "created_at")}),
+        ("Limits (empty: the deployment's default)", {"fields": (
+            "rate_limit_per_minute", "key_rate_limit_per_minute", "max_active_jobs", "monthly_seconds_quota",
+            "max_in_flight", "allow_high_priority", "result_retention_days", "effective_limits",
+        )}),
+        ("Usage", {"fields": ("usage",)}),
+    )
+
+    @admin.display(description="active jobs")
+    def active_jobs(self, tenant: Tenant) -> int:
+        return tenant.jobs.filter(status__in=["queued", "running"]).count()
+
+    @admin.display(description="seconds this month")
+    def seconds_this_month(self, tenant: Tenant) -> str:
+        usage = usage_get(tenant=tenant)
+        return f"{usage.audio_seconds + usage.video_seconds:.1f}"
+
+    @admin.display(description="in effect")
+    def effective_limits(self, tenant: Tenant) -> str:
+        if tenant.pk is None:
+            return "-"
+        rows = tenant_limits(tenant).as_dict().items()
+        return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    @admin.display(description="usage by month")
+    def usage(self, tenant: Tenant) -> str:
+        if tenant.pk is None:
+            return "-"
+        periods = UsagePeriod.objects.filter(tenant=tenant).order_by("-period")[:12]
+        rows = (
+            (p.period, f"{p.audio_seconds:.1f}", f"{p.video_seconds:.1f}", p.jobs_succeeded, p.cache_hits) for p in periods
+        )
+        header = "<tr><th>month</th><th>audio s</th><th>video s</th><th>jobs</th><th>cache hits</th></tr>"
+        return format_html("<table>{}{}</table>", mark_safe(header), format_html_join("", "<tr>" + "<td>{}</td>" * 5 + "</tr>", rows))
 
 
 @admin.register(ApiKey)
