@@ -6,6 +6,8 @@ from short requests; those run in a pool of WEB_THREADS threads per process."""
 
 import os
 
+from core.logging import json_logging_config
+
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "uvicorn_worker.UvicornWorker"
@@ -16,3 +18,8 @@ accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
 # gunicorn's control socket defaults to one fixed path per user, which several
 # instances on one host (tests, multi-instance runs) would fight over.
 control_socket_disable = True
+# gunicorn's and uvicorn's own lines as JSON too (the app's come from Django's LOGGING).
+_server_logger = {"handlers": ["console"], "level": "INFO", "propagate": False}
+logconfig_dict = json_logging_config(
+    loggers={name: _server_logger for name in ("gunicorn.error", "gunicorn.access", "uvicorn.error", "uvicorn.access")}
+)

@@ -8,6 +8,7 @@ from pathlib import Path
 import dj_database_url
 
 from config.env import env_bool, env_float, env_int, env_list, env_str, persistent_secret
+from core.logging import json_logging_config  # plain logging: safe before Django is set up
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("MYNAH_VAR_DIR", str(BASE_DIR / "var")))
@@ -26,10 +27,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_api_key",
+    "core",  # before django_dramatiq: its rundramatiq (JSON logs in the master too) wins
     "django_dramatiq",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "core",
     "tenants",
     "audit",
     "voices",
@@ -328,21 +329,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Logging: JSON lines with request and job ids.
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "core.logging.ContextFilter"}},
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(job_id)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        }
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+LOGGING = json_logging_config(LOG_LEVEL, loggers={"django.db.backends": {"level": "INFO"}})
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
