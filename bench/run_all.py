@@ -27,6 +27,16 @@ from common import ms, wait_all_done  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 
+def _operations(database: str) -> dict:
+    """bench/operations.py in its own process (it sets up Django on a throwaway database)."""
+    import json
+    import subprocess
+
+    argv = [sys.executable, str(ROOT / "bench" / "operations.py"), "--json"] + (["--postgres"] if database == "postgres" else [])
+    output = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
 def main() -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="mynah-bench-") as workdir:
@@ -72,6 +82,10 @@ def main() -> None:
         if "correlation" in row:
             rows.append((f"lip sync ({row['portrait']}): mouth vs loudness r / lag / mouth in silence vs speech",
                          f"{row['correlation']:.3f} / {row['lag']} frames / {row['silent']:.3f} vs {row['speech']:.3f}"))
+    for database in ("sqlite", "postgres"):
+        ops = _operations(database)
+        rows.append((f"ops ({database}, {ops['jobs']} jobs): /metrics scrape / dashboard data", f"{ms(ops['scrape_s'])} / {ms(ops['dashboard_s'])}"))
+        rows.append((f"ops ({database}): purge_expired, expired jobs with files", f"{ops['purge_per_s']:.0f} jobs/s ({ops['expired']} in {ops['purge_s']:.1f} s)"))
     voices = voice_similarity.run()
     pairs = voices["rows"]
     mean = lambda key: sum(row[key] for row in pairs) / len(pairs)  # noqa: E731

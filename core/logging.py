@@ -7,7 +7,12 @@ class ContextFilter(logging.Filter):
     """Adds request_id and job_id to every record (None when not set)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = getattr(record, "request_id", None) or request_id_var.get()
+        record.request_id = (
+            getattr(record, "request_id", None)
+            or request_id_var.get()
+            # django.request logs a 4xx/5xx after the middleware has returned: its record carries the request.
+            or getattr(getattr(record, "request", None), "request_id", None)
+        )
         record.job_id = getattr(record, "job_id", None) or job_id_var.get()
         return True
 

@@ -23,11 +23,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -69,10 +70,16 @@ class JobRetry(Exception):
     """Raised to the actor so Dramatiq re-delivers the message with backoff."""
 
 
-class JobBusy(JobRetry):
+class JobBusy(JobRetry, dramatiq.Retry):
     """The job is running elsewhere, or its worker died so recently that its
-    heartbeat is not stale yet. Redelivered later, the message finds the job
-    finished (and is dropped) or abandoned (and claims it)."""
+    heartbeat is not stale yet. Redelivered when the heartbeat would be stale
+    (not on the short retry backoff, whose few retries a dead worker's job
+    could use up before it becomes claimable), the message finds the job
+    finished (and is dropped) or abandoned (and claims it). A dramatiq.Retry:
+    not logged as an error."""
+
+    def __init__(self, job_id: str, *, delay_ms: int | None = None) -> None:
+        dramatiq.Retry.__init__(self, job_id, delay=delay_ms)
 
 
 @dataclass(frozen=True)
@@ -640,8 +647,10 @@ def job_run(*, job_id: str) -> None:
     """Run one job to a terminal state, or hand it back for a retry."""
     job = job_claim(job_id=job_id)
     if job is None:
-        if Job.objects.filter(id=job_id, status=Status.RUNNING).exists():
-            raise JobBusy(job_id)
+        heartbeat_at = Job.objects.filter(id=job_id, status=Status.RUNNING).values_list("heartbeat_at", flat=True).first()
+        if heartbeat_at is not None:  # every claim sets it
+            stale_in_s = (heartbeat_at + timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S) - timezone.now()).total_seconds()
+            raise JobBusy(job_id, delay_ms=max(settings.JOB_RETRY_MIN_BACKOFF_MS, int(stale_in_s * 1000) + 500))
         logger.info("job finished or unknown; dropping message", extra={"job_id": job_id})
         return
     token = job_id_var.set(str(job.id))
@@ -685,6 +694,11 @@ def _job_attempt(job: Job) -> str:
     except Canceled:
         logger.info("job canceled while running")
         return "canceled"
+    except (OperationalError, InterfaceError):
+        # The database, not the engine: the message is retried (with backoff)
+        # and the job, its heartbeat stale by then, claimed again.
+        logger.warning("database unavailable during the job; its message will be retried", exc_info=True)
+        raise
     except TimeLimitExceeded:
         _job_fail(job, "time_limit_exceeded", f"The job exceeded its time limit of {settings.JOB_TIME_LIMIT_S} s.")
     except EngineError as exc:
@@ -957,7 +971,11 @@ def jobs_resend_unsent(*, older_than_s: float = 10.0) -> int:
 def jobs_requeue_abandoned() -> int:
     """Send running jobs whose heartbeat stopped (dead worker) back to the queue."""
     stale_before = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S)
-    job_ids = list(Job.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale_before).values_list("id", flat=True)[:1000])
+    # Sent again at most once per heartbeat timeout (job_enqueue stamps enqueued_at).
+    abandoned = Job.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale_before).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale_before)
+    )
+    job_ids = list(abandoned.values_list("id", flat=True)[:1000])
     for job_id in job_ids:
         job_enqueue(job_id=job_id)  # job_claim accepts the stale running job
     close_old_connections()

@@ -19,7 +19,8 @@ from core.redis_server import free_port
 def _bin_dir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path:
-        return Path(on_path).parent
+        # Resolved: a pg_ctl linked into /usr/local/bin has no createdb beside it.
+        return Path(on_path).resolve().parent
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda path: int(Path(path).parent.name))
     if not versions:
         raise FileNotFoundError("No PostgreSQL server binaries (install Debian's postgresql: `make test` does).")

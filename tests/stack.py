@@ -4,10 +4,14 @@ throwaway SQLite database and media directory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -20,7 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Stack:
-    def __init__(self, workdir: Path, *, worker_threads: int = 2, web_workers: int = 1, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, workdir: Path, *, worker_threads: int = 2, web_workers: int = 1, extra_env: dict[str, str] | None = None,
+        log_children: bool = False,
+    ):
+        """``log_children``: append each child's stdout and stderr to
+        ``workdir/logs/<name>.log`` (restarts included) and the supervisor's
+        own lines to ``workdir/logs/supervisor.log``, for debugging."""
         self.workdir = workdir
         self.redis_port = free_port()
         self.web_port = free_port()
@@ -44,9 +54,30 @@ class Stack:
             **(extra_env or {}),
         }
         self.worker_threads = worker_threads
-        self.supervisor = Supervisor(specs=[], log=lambda line: None)
+        self.log_dir = workdir / "logs" if log_children else None
+        self.supervisor = Supervisor(specs=[], log=self._supervisor_log if log_children else (lambda line: None))
         self.redis: subprocess.Popen | None = None
         self.api_key = ""
+        # supervise(): a thread that restarts dead children, as `make run` does.
+        self.restarts: list[tuple[str, float]] = []  # (name, time.monotonic())
+        self._supervising: threading.Thread | None = None
+        self._stop_supervising = threading.Event()
+
+    @property
+    def media_root(self) -> Path:
+        return Path(self.env["MEDIA_ROOT"])
+
+    def _supervisor_log(self, line: str) -> None:
+        assert self.log_dir is not None
+        with (self.log_dir / "supervisor.log").open("a") as log:
+            log.write(f"{time.time():.3f} {line}\n")
+
+    def _argv(self, name: str, argv: list[str]) -> list[str]:
+        """With ``log_children``, the child's output goes to a file; ``exec``
+        keeps its pid (and process group) the supervisor's child."""
+        if self.log_dir is None:
+            return argv
+        return ["/bin/sh", "-c", 'exec "$@" >>"$0" 2>&1', str(self.log_dir / f"{name}.log"), *argv]
 
     # ------------------------------------------------------------ lifecycle
     def manage(self, *args: str) -> str:
@@ -68,9 +99,17 @@ class Stack:
             self.redis.terminate()
             self.redis.wait(timeout=10)
 
+    def kill_redis(self) -> None:
+        """SIGKILL: no shutdown save, up to the last second of the append-only file is lost."""
+        if self.redis and self.redis.poll() is None:
+            self.redis.kill()
+            self.redis.wait(timeout=10)
+
     def start(self) -> Stack:
         (self.workdir / "metrics").mkdir(exist_ok=True)
         self.start_redis()
+        if self.log_dir is not None:
+            self.log_dir.mkdir(exist_ok=True)
         self.manage("migrate", "--noinput")
         self.manage("create_tenant", "acme")
         self.api_key = self.manage("create_api_key", "acme", "--name", "integration").strip().splitlines()[-1]
@@ -78,8 +117,12 @@ class Stack:
         self.other_api_key = self.manage("create_api_key", "globex", "--name", "integration").strip().splitlines()[-1]
         python = sys.executable
         self.supervisor.specs = [
-            ProcessSpec("worker", [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(self.worker_threads)], self.env),
-            ProcessSpec("web", [python, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"], self.env),
+            ProcessSpec(
+                "worker",
+                self._argv("worker", [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(self.worker_threads)]),
+                self.env,
+            ),
+            ProcessSpec("web", self._argv("web", [python, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"]), self.env),
         ]
         cwd = os.getcwd()
         os.chdir(ROOT)  # children run from the repository root
@@ -91,8 +134,70 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        self._stop_supervising.set()
+        if self._supervising is not None:
+            self._supervising.join(timeout=30)
         self.supervisor.stop()
         self.stop_redis()
+
+    def supervise(self, interval: float = 0.1) -> None:
+        """Restart dead children in the background (as the run script's
+        supervisor loop does); each restart is recorded in ``restarts``."""
+        if self._supervising is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop_supervising.wait(interval):
+                try:
+                    for name in self.supervisor.poll():
+                        self.restarts.append((name, time.monotonic()))
+                except Exception as exc:  # CrashLoop: recorded, the test sees it
+                    self.restarts.append((f"error: {exc}", time.monotonic()))
+                    return
+
+        self._supervising = threading.Thread(target=loop, name="stack-supervisor", daemon=True)
+        self._supervising.start()
+
+    def child_pids(self, name: str) -> list[int]:
+        """Direct children of a supervised process (the Dramatiq master's
+        worker processes, gunicorn's workers)."""
+        pid = self.supervisor.children[name].process.pid
+        children: list[int] = []
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                children += [int(value) for value in task.read_text().split()]
+        return sorted(set(children))
+
+    def kill_child(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signal the one child process of a supervised process (what an
+        OOM killer hits: the Dramatiq worker process, not its master)."""
+        children = self.wait_until(lambda: self.child_pids(name), timeout=30, what=f"a child process of {name}")
+        assert len(children) == 1, f"{name} has children {children}"
+        os.kill(children[0], sig)
+        return children[0]
+
+    @contextlib.contextmanager
+    def reaper(self, interval: float = 2.0, unsent_after: float = 0) -> Iterator[list[str]]:
+        """Run ``manage.py reap_jobs`` every ``interval`` seconds in the
+        background, as the deployment's cron does; yields its outputs."""
+        outputs: list[str] = []
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    outputs.append(self.manage("reap_jobs", "--unsent-after", str(unsent_after)).strip())
+                except Exception as exc:  # e.g. the database is down: cron tries again
+                    outputs.append(f"error: {str(exc)[-300:]}")
+                stop.wait(interval)
+
+        thread = threading.Thread(target=loop, name="stack-reaper", daemon=True)
+        thread.start()
+        try:
+            yield outputs
+        finally:
+            stop.set()
+            thread.join(timeout=150)
 
     # --------------------------------------------------------------- helpers
     def _healthy(self) -> bool:
