@@ -3,6 +3,7 @@ time with ``--ds=tests.settings_postgres``. A throwaway cluster starts when
 these settings load (once per test run) and is removed at exit."""
 
 import atexit
+import os
 
 import dj_database_url
 
@@ -11,6 +12,8 @@ from tests.postgres import PostgresCluster
 
 _cluster = PostgresCluster().init().start()
 atexit.register(_cluster.remove)
+# Integration stacks (tests/stack.py) take a fresh database in this cluster.
+os.environ["MYNAH_TEST_POSTGRES_URL"] = _cluster.url("postgres")
 
 DATABASES = {
     "default": {

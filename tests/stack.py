@@ -23,6 +23,22 @@ from tests.doubles import DOUBLES
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _stack_database_url(workdir: Path) -> str:
+    """SQLite in the stack's directory; on the suite's Postgres pass
+    (tests/settings_postgres.py), a fresh database in its cluster."""
+    server = os.environ.get("MYNAH_TEST_POSTGRES_URL")
+    if not server:
+        return f"sqlite:///{workdir / 'db.sqlite3'}"
+    import uuid
+
+    import psycopg
+
+    name = f"stack_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
 class Stack:
     def __init__(
         self, workdir: Path, *, worker_threads: int = 2, web_workers: int = 1, extra_env: dict[str, str] | None = None,
@@ -37,7 +53,7 @@ class Stack:
         self.base_url = f"http://127.0.0.1:{self.web_port}"
         self.env = {
             "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "DATABASE_URL": _stack_database_url(workdir),
             "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "MEDIA_ROOT": str(workdir / "media"),
             "MYNAH_VAR_DIR": str(workdir / "var"),
