@@ -162,9 +162,15 @@ def test_a_new_api_key_is_shown_once_works_and_can_be_revoked(admin_client, tena
 
 
 def test_user_text_is_escaped_on_every_changelist(admin_client, tenant, api, stub_broker):
+    from voices.models import VoicePrompt
+
     Tenant.objects.filter(pk=tenant.pk).update(name=XSS)
     job_id = _submit(api, "Escaped.")
     Job.objects.filter(id=job_id).update(status="failed", error_code="engine_error", error_message=XSS)
-    for url in ("/admin/tenants/tenant/", "/admin/jobs/job/", f"/admin/jobs/job/{job_id}/change/", "/admin/audit/auditevent/"):
-        page = admin_client.get(url).content.decode()
-        assert XSS not in page, url
+    voice = VoicePrompt.objects.create(tenant=tenant, name=XSS, transcript=XSS, upload_key="", upload_size_bytes=1)
+    urls = ("/admin/tenants/tenant/", "/admin/jobs/job/", f"/admin/jobs/job/{job_id}/change/", "/admin/audit/auditevent/",
+            "/admin/voices/voiceprompt/", f"/admin/voices/voiceprompt/{voice.id}/change/")
+    for url in urls:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        assert XSS not in response.content.decode(), url
