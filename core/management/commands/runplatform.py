@@ -143,6 +143,9 @@ Try it:
   curl -s -X POST {base}/v1/tts -H 'Authorization: Bearer {raw_key}' -H 'Content-Type: application/json' -d '{{"text": "Hello from Mynah."}}'
   curl -s {base}/v1/jobs/<id> -H 'Authorization: Bearer {raw_key}'
   curl -s -o hello.wav {base}/v1/jobs/<id>/result -H 'Authorization: Bearer {raw_key}'
+
+Staff: `.venv/bin/python manage.py createsuperuser`, then {base}/admin/ and {base}/admin/dashboard/
+Health and metrics: {base}/readyz  {base}/metrics
 """
         )
 
