@@ -122,16 +122,9 @@ class StateCollector:
 
     @staticmethod
     def _queues() -> list[Metric]:
-        import redis
-        from django.conf import settings
-
         from jobs.selectors import queue_depths
 
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0)
-        try:
-            depths = queue_depths(client=client)
-        finally:
-            client.close()
+        depths = queue_depths()
         family = GaugeMetricFamily("mynah_queue_messages", "Messages in each Dramatiq queue, by state.", labels=["queue", "state"])
         for row in depths:
             for state in ("ready", "in_progress", "delayed", "dead"):

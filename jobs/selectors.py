@@ -63,20 +63,28 @@ def queue_names() -> list[str]:
     return sorted(name for name in declared if not name.endswith((".DQ", ".XQ")))
 
 
-def queue_depths(*, client: Any) -> list[dict[str, Any]]:
+def queue_depths(*, client: Any = None) -> list[dict[str, Any]]:
     """Messages per Dramatiq queue, read from the Redis broker's own keys:
     ``ready`` wait in the list, ``in_progress`` are fetched by a worker and
     not yet acknowledged (the ``.msgs`` hash holds both), ``delayed`` wait for
     a retry backoff or an eta, ``dead`` were dead-lettered."""
+    import redis
+
     names = queue_names()
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        full = f"{_NAMESPACE}:{name}"
-        pipe.llen(full)
-        pipe.hlen(f"{full}.msgs")
-        pipe.hlen(f"{full}.DQ.msgs")
-        pipe.zcard(f"{full}.XQ")
-    counts = pipe.execute()
+    own = client is None  # staff pages and scrapes: a short-lived client with short timeouts
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0) if own else client
+    try:
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            full = f"{_NAMESPACE}:{name}"
+            pipe.llen(full)
+            pipe.hlen(f"{full}.msgs")
+            pipe.hlen(f"{full}.DQ.msgs")
+            pipe.zcard(f"{full}.XQ")
+        counts = pipe.execute()
+    finally:
+        if own:
+            client.close()
     depths = []
     for index, name in enumerate(names):
         ready, held, delayed, dead = counts[4 * index: 4 * index + 4]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import redis
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
@@ -16,10 +15,6 @@ from jobs.selectors import dashboard_stats, queue_depths
 logger = logging.getLogger(__name__)
 
 DASHBOARD_REFRESH_S = 5
-
-
-def _redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -35,7 +30,7 @@ def dashboard_data(request: HttpRequest) -> JsonResponse:
         window = 60
     stats = dashboard_stats(now=timezone.now(), window_minutes=window)
     try:
-        stats["queues"] = queue_depths(client=_redis_client())
+        stats["queues"] = queue_depths()
     except redis.RedisError as exc:  # the page still shows what the database knows
         logger.warning("dashboard: Redis unavailable", exc_info=True)
         stats["queues"], stats["queues_error"] = [], type(exc).__name__
