@@ -10,6 +10,7 @@ claimed jobs in stage ``purging`` for the next run to finish.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,14 +76,14 @@ def _result_keys(job: Job) -> list[str]:
     return keys + [item["key"] for item in (job.result_files or {}).values() if item.get("key")]
 
 
-def _still_shared(job: Job, key: str) -> bool:
-    """Whether another job that has not expired uses this object. Cache hits
-    and jobs that joined a running twin share the stored output; they all
-    carry the same tenant and dedup key (an indexed lookup)."""
+def _twin_result_keys(job: Job) -> set[str]:
+    """Objects that unexpired dedup twins of this job use. Cache hits and jobs
+    that joined a running twin share the stored output; they all carry the
+    same tenant and dedup key (an indexed lookup)."""
     if not job.dedup_key:
-        return False
+        return set()
     twins = Job.objects.filter(tenant_id=job.tenant_id, dedup_key=job.dedup_key).exclude(id=job.id).exclude(status=Status.EXPIRED)
-    return any(key in _result_keys(twin) for twin in twins.only("result_key", "result_files"))
+    return {key for twin in twins.only("result_key", "result_files") for key in _result_keys(twin)}
 
 
 def _delete(keys: list[str], report: PurgeReport) -> bool:
@@ -104,12 +105,9 @@ def _delete(keys: list[str], report: PurgeReport) -> bool:
 
 
 def _job_files_delete(job: Job, report: PurgeReport) -> bool:
-    keys = []
-    for key in _result_keys(job):
-        if _still_shared(job, key):
-            report.objects_kept_shared += 1
-        else:
-            keys.append(key)
+    shared = _twin_result_keys(job)
+    keys = [key for key in _result_keys(job) if key not in shared]
+    report.objects_kept_shared += len(_result_keys(job)) - len(keys)
     return _delete(keys + list((job.input_files or {}).values()), report)
 
 
@@ -215,11 +213,7 @@ def _job_references(job_ids: list[str]) -> dict[str, set[str]]:
         keys = set((job.input_files or {}).values())
         if job.status != Status.EXPIRED:
             keys.update(_result_keys(job))
-        if job.dedup_key:
-            twins = Job.objects.filter(tenant_id=job.tenant_id, dedup_key=job.dedup_key).exclude(status=Status.EXPIRED)
-            for twin in twins.only("result_key", "result_files"):
-                keys.update(_result_keys(twin))
-        references[str(job.id)] = keys
+        references[str(job.id)] = keys | _twin_result_keys(job)
     return references
 
 
@@ -250,8 +244,6 @@ def storage_orphans_sweep(*, now: datetime, report: PurgeReport) -> None:
 
 
 def _is_uuid(name: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(name)
     except ValueError:
