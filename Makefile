@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run test bench venv clean system-packages
+.PHONY: run cluster test bench venv clean system-packages
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
@@ -24,6 +24,11 @@ venv: $(VENV)/.installed-dev
 
 run: $(VENV)/.installed-run
 	$(PY) manage.py runplatform
+
+# Two web instances behind a real Traefik and two workers per pool (see
+# platform/run-cluster.sh and docs/scaling.md); Traefik comes from requirements-dev.txt.
+cluster: $(VENV)/.installed-dev
+	VENV=$(VENV) bash platform/run-cluster.sh
 
 # Browser tests need Debian's chromium, Postgres tests a PostgreSQL server:
 # installed when missing (as root or with passwordless sudo).

@@ -18,6 +18,7 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("metrics", core_views.metrics, name="metrics"),
+    path("edge-error/<int:status>", core_views.edge_error, name="edge-error"),
 ]
 
 handler400 = "core.views.bad_request"

@@ -8,11 +8,15 @@ from typing import Any
 class ApplicationError(Exception):
     status_code = 400
 
-    def __init__(self, code: str, message: str, *, status: int | None = None, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, status: int | None = None, details: dict[str, Any] | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details or {}
+        self.retry_after_s = retry_after_s  # sent as Retry-After: when trying again can succeed
         if status is not None:
             self.status_code = status
 

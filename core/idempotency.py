@@ -12,6 +12,7 @@ over after ``IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S``.
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -82,8 +83,12 @@ def _claim(*, tenant_id: Any, key: str, fingerprint: str) -> IdempotencyRecord |
                 return record
             continue
         if time.monotonic() > deadline:
+            # Its request may be running elsewhere, or its instance may have
+            # died (then the claim is taken over once it is stale): say when.
+            takeover_s = (record.created_at - stale_before).total_seconds()
             raise ApplicationError(
-                "idempotency_request_in_progress", "A request with this Idempotency-Key is still being processed.", status=409
+                "idempotency_request_in_progress", "A request with this Idempotency-Key is still being processed.", status=409,
+                retry_after_s=math.ceil(takeover_s),
             )
         time.sleep(0.05)
 

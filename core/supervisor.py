@@ -66,6 +66,7 @@ class Supervisor:
             child.restarts = previous.restarts + 1
             child.fast_failures = previous.fast_failures
         self.children[spec.name] = child
+        self.log(f"[supervisor] {spec.name} started (pid {process.pid})")
         return child
 
     def poll(self) -> list[str]:

@@ -42,6 +42,21 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ready"})
 
 
+def edge_error(request: HttpRequest, status: int) -> JsonResponse:
+    """The body Traefik's ``errors`` middleware puts on the proxy's own 429
+    (platform/traefik/dynamic/middlewares.yml), so a client that trips the
+    edge limit sees the API's error shape. The page replaces the proxy's
+    headers, Retry-After included: one second always suffices, since the
+    limit is per second."""
+    if status != 429:
+        return not_found(request)
+    response = error_response(
+        429, "rate_limited", "Too many requests from this address; retry after the Retry-After delay.", {"limit": "edge"}
+    )
+    response["Retry-After"] = "1"
+    return response
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition: this host's processes plus queue and job state."""
     from core.metrics import exposition

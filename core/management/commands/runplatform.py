@@ -1,4 +1,9 @@
-"""``make run``: Redis, migrations, a demo key, the API and a supervised worker."""
+"""``make run``: Redis, migrations, a demo key, the API and supervised workers.
+
+``--web-instances 2 --worker-replicas 2 --traefik`` (platform/run-cluster.sh)
+runs the scale-out shape on one machine: a real Traefik on PORT in front of
+several web instances on their own ports, and each worker pool replicated,
+as the Kubernetes manifests in platform/k8s run them."""
 
 from __future__ import annotations
 
@@ -16,8 +21,20 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from core.redis_server import redis_ping, redis_server_argv, wait_for_redis
+from core.redis_server import free_port, redis_ping, redis_server_argv, wait_for_redis
 from core.supervisor import CrashLoop, ProcessSpec, Supervisor
+
+# Worker pools: (name, queues, threads, extra env). The same pools are the
+# worker Deployments in platform/k8s and the process types in the Procfile.
+POOLS = [
+    ("worker", ["voices", "tts-high", "tts"], None, {}),
+    # Talking heads on their own worker, so a video backlog never delays
+    # speech. One thread: a render uses both cores.
+    ("video", ["video-high", "video", "video-hires"], 1, {"ENGINES_PRELOAD": "builtin", "VOICE_MODELS_PRELOAD": "0"}),
+    # Webhook deliveries wait on receivers (up to the timeouts): their own
+    # small worker, so they never queue behind generation jobs. No models.
+    ("webhooks", ["webhooks"], 4, {"ENGINES_PRELOAD": "", "VOICE_MODELS_PRELOAD": "0"}),
+]
 
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "make-run demo key"
@@ -31,8 +48,16 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES", "1")))
         parser.add_argument("--worker-threads", type=int, default=int(os.environ.get("WORKER_THREADS", "2")))
+        parser.add_argument("--web-instances", type=int, default=1, help="gunicorn instances (more than one needs --traefik)")
+        parser.add_argument("--worker-replicas", type=int, default=1, help="supervised copies of each worker pool (0: web only)")
+        parser.add_argument("--traefik", action="store_true", help="a Traefik proxy on --port in front of the web instances")
 
-    def handle(self, *args, port: int, worker_processes: int, worker_threads: int, **options):
+    def handle(self, *args, port: int, worker_processes: int, worker_threads: int, web_instances: int, worker_replicas: int,
+               traefik: bool, **options):
+        if web_instances < 1 or worker_replicas < 0:
+            raise CommandError("--web-instances must be at least 1 and --worker-replicas at least 0.")
+        if web_instances > 1 and not traefik:
+            raise CommandError("Several web instances need --traefik in front of them.")
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
@@ -43,9 +68,14 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             call_command("collectstatic", interactive=False, verbosity=0)
             raw_key = self._demo_key()
-            self._start_app(supervisor, port, worker_processes, worker_threads)
-            self._wait_for_web(port, supervisor)
-            self._banner(port, raw_key)
+            web_ports = [free_port() for _ in range(web_instances)] if traefik else [port]
+            self._start_app(supervisor, port, web_ports, worker_processes, worker_threads, worker_replicas)
+            for web_port in web_ports:
+                self._wait_for_web(web_port, supervisor)
+            if traefik:
+                self._start_traefik(supervisor, port, web_ports)
+                self._wait_for_web(port, supervisor)
+            self._banner(port, raw_key, web_ports if traefik else [])
             self._supervise(supervisor, stop)
         except CrashLoop as exc:
             raise CommandError(str(exc)) from exc
@@ -79,44 +109,40 @@ class Command(BaseCommand):
         _, raw_key = api_key_create(tenant=tenant, name=DEMO_KEY_NAME, actor="make-run")
         return raw_key
 
-    def _start_app(self, supervisor: Supervisor, port: int, processes: int, threads: int) -> None:
+    def _start_app(self, supervisor: Supervisor, port: int, web_ports: list[int], processes: int, threads: int, replicas: int) -> None:
         # Every process writes its metric samples here; /metrics adds them up.
         metrics_dir = settings.VAR_DIR / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the processes
         metrics_dir.mkdir(parents=True)
         env = {
-            "PORT": str(port),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings"),
             "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}"),
             # Local development: webhooks may reach receivers on this machine.
             "WEBHOOK_ALLOWED_NETWORKS": os.environ.get("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
         }
-        web = ProcessSpec("web", [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"], env)
         worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}
-        worker = ProcessSpec(
-            "worker",
-            [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads), "--queues", "voices", "tts-high", "tts"],
-            worker_env,
-        )
-        # Talking heads: their own worker on the video queues, so a video
-        # backlog never delays speech. One thread: a render uses both cores.
-        video = ProcessSpec(
-            "video",
-            [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "1",
-             "--queues", "video-high", "video", "video-hires"],
-            {**worker_env, "ENGINES_PRELOAD": "builtin", "VOICE_MODELS_PRELOAD": "0"},
-        )
-        # Webhook deliveries wait on receivers (up to the timeouts): their own
-        # small worker, so they never queue behind generation jobs. No models.
-        webhooks = ProcessSpec(
-            "webhooks",
-            [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", "--queues", "webhooks"],
-            {**worker_env, "ENGINES_PRELOAD": "", "VOICE_MODELS_PRELOAD": "0"},
-        )
-        for spec in (worker, video, webhooks, web):
+        specs = []
+        for name, queues, pool_threads, pool_env in POOLS:
+            argv = [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes if name == "worker" else 1),
+                    "--threads", str(pool_threads or threads), "--queues", *queues]
+            specs += [ProcessSpec(_numbered(name, i, replicas), argv, {**worker_env, **pool_env}) for i in range(replicas)]
+        web_argv = [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"]
+        specs += [ProcessSpec(_numbered("web", i, len(web_ports)), web_argv, {**env, "PORT": str(web_port)})
+                  for i, web_port in enumerate(web_ports)]
+        for spec in specs:
             supervisor.specs.append(spec)
             supervisor.spawn(spec)
+
+    def _start_traefik(self, supervisor: Supervisor, port: int, web_ports: list[int]) -> None:
+        from core.traefik import traefik_argv, write_dynamic_config
+
+        run_dir = settings.VAR_DIR / "traefik"
+        write_dynamic_config(run_dir / "dynamic", [f"http://127.0.0.1:{web_port}" for web_port in web_ports])
+        argv = traefik_argv(host="127.0.0.1", port=port, ping_port=free_port(), dynamic_dir=run_dir / "dynamic", log_dir=run_dir)
+        spec = ProcessSpec("traefik", argv)
+        supervisor.specs.append(spec)
+        supervisor.spawn(spec)
 
     def _wait_for_web(self, port: int, supervisor: Supervisor, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -130,12 +156,17 @@ class Command(BaseCommand):
                 time.sleep(0.2)
         raise CommandError(f"The API did not come up on port {port} within {timeout:.0f} s.")
 
-    def _banner(self, port: int, raw_key: str) -> None:
+    def _banner(self, port: int, raw_key: str, web_ports: list[int]) -> None:
         base = f"http://127.0.0.1:{port}"
+        behind = ""
+        if web_ports:
+            instances = ", ".join(f"http://127.0.0.1:{web_port}" for web_port in web_ports)
+            behind = (f"Traefik on {base} in front of {len(web_ports)} web instances: {instances}\n"
+                      f"Traefik logs: {settings.VAR_DIR / 'traefik'}\n")
         self.stdout.write(
             f"""
 Mynah is running at {base}   (Ctrl-C stops everything)
-
+{behind}
 Demo API key (shown once; a new one is issued on every `make run`):
   {raw_key}
 
@@ -159,3 +190,8 @@ Health and metrics: {base}/readyz  {base}/metrics
                     call_command("reap_jobs", stdout=io.StringIO())
                 except Exception as exc:  # the database may be briefly busy
                     self.stderr.write(f"[reaper] {exc}")
+
+
+def _numbered(name: str, index: int, count: int) -> str:
+    """``web`` alone, ``web-1``, ``web-2``… when there are several."""
+    return name if count == 1 else f"{name}-{index + 1}"
