@@ -37,6 +37,15 @@ def _operations(database: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def _scaling() -> dict:
+    """bench/scaling.py in its own process (it starts clusters behind Traefik on a throwaway Postgres)."""
+    import json
+    import subprocess
+
+    output = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py")], check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(output)
+
+
 def main() -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="mynah-bench-") as workdir:
@@ -86,6 +95,18 @@ def main() -> None:
         ops = _operations(database)
         rows.append((f"ops ({database}, {ops['jobs']} jobs): /metrics scrape / dashboard data", f"{ms(ops['scrape_s'])} / {ms(ops['dashboard_s'])}"))
         rows.append((f"ops ({database}): purge_expired, expired jobs with files", f"{ops['purge_per_s']:.0f} jobs/s ({ops['expired']} in {ops['purge_s']:.1f} s)"))
+    scale = _scaling()
+    for instances in (1, 2):
+        web = scale[f"web_{instances}"]
+        rows.append((f"through Traefik, {instances} web instance(s) x 1 process, Postgres: submits/s (p50 / p99)",
+                     f"{web['per_s']:.0f} ({ms(web['p50_s'])} / {ms(web['p99_s'])})"))
+    rows.append(("through Traefik: scaling factor 2 vs 1 web instances (same 2 cores)", f"{scale['scaling_factor']:.2f}"))
+    cpu = scale["web_1"]["cpu_ms_per_submit"]
+    rows.append(("CPU per submit: web / Postgres / Traefik / Redis", " / ".join(f"{cpu[tier]:.2f} ms" for tier in ("web", "postgres", "traefik", "redis"))))
+    for engine in ("espeak", "piper"):
+        worker = scale[f"worker_{engine}"]
+        rows.append((f"speech worker (1 process x 2 threads), {engine}: jobs/s; Postgres commits per job",
+                     f"{worker['jobs_per_s']:.2f}; {worker['db_commits_per_job']:.0f}"))
     voices = voice_similarity.run()
     pairs = voices["rows"]
     mean = lambda key: sum(row[key] for row in pairs) / len(pairs)  # noqa: E731
