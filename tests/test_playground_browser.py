@@ -300,8 +300,9 @@ def test_cancel_a_queued_job(stack):
     """globex may have one job in flight: while a long one runs, the next
     one it submits waits in the queue, deterministically, until canceled."""
     key = stack.other_api_key
+    # 20 chunks of 5 s (4,400 characters): it runs until the test cancels it.
     sentence = "This sentence is long enough to be its own chunk for the stuck engine, " * 3
-    blocker = requests.post(f"{stack.base_url}/v1/tts", json={"text": ". ".join([sentence.strip()] * 8) + ".", "engine": "stuck"},
+    blocker = requests.post(f"{stack.base_url}/v1/tts", json={"text": ". ".join([sentence.strip()] * 20) + ".", "engine": "stuck"},
                             headers=stack.headers(key), timeout=10)
     assert blocker.status_code == 202, blocker.text
     blocker_id = blocker.json()["id"]
@@ -334,6 +335,26 @@ def test_cancel_a_queued_job(stack):
         body = requests.get(f"{stack.base_url}/v1/jobs/{queued_id}", headers=stack.headers(key), timeout=10).json()
         assert body["status"] == "canceled" and body["started_at"] is None  # it never ran
         browser.screenshot("playground-07-canceled")
+
+        # Five more waiting jobs: four cards stream their events, the fifth is
+        # kept current by polling (a browser has six connections to a server),
+        # and the page still answers: all five are canceled from the list.
+        waiting = []
+        for number in range(5):
+            page.fill("#pg-tts-text", f"Waiting job number {number + 1}.")
+            known = card_ids(page)
+            page.click("#pg-tts-submit")
+            waiting.append(newest_card(page, after=known))
+        for job_id in waiting:
+            page.wait_for_selector(f'{card(job_id)}[data-status="queued"]')
+        polled = page.eval_on_selector_all("#pg-results-list .pg-result[data-connection]", "cards => cards.map(c => c.dataset.jobId)")
+        assert polled == [waiting[-1]]
+        assert page.text_content(f"{card(waiting[-1])} .pg-stage") == "waiting to start · updated every 4 s"
+        for job_id in waiting:
+            page.click(f"{row(job_id)} button.pg-cancel", timeout=STEP_TIMEOUT_MS)
+            page.wait_for_selector(f'{row(job_id)}[data-status="canceled"]', timeout=STEP_TIMEOUT_MS)
+        for job_id in waiting:
+            page.wait_for_selector(f'{card(job_id)}[data-status="canceled"]', timeout=STEP_TIMEOUT_MS)
 
         # The running one can be canceled too: it stops at its next progress point.
         page.click(f"{row(blocker_id)} button.pg-cancel")

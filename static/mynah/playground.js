@@ -22,6 +22,10 @@
   const KEY_STORAGE = "mynah.playground.apiKey";
   const JOBS_POLL_MS = 4000;
   const JOBS_PAGE = 20;
+  // Browsers open at most 6 HTTP/1.1 connections to a server: at most this
+  // many event streams at once, so API calls never wait behind them. Other
+  // live cards are kept current by the job list's polling.
+  const MAX_STREAMS = 4;
   const VOICE_POLL_MS = 2000;
   const TERMINAL = new Set(["succeeded", "failed", "canceled", "expired"]);
   const ACTIVE = new Set(["queued", "running"]);
@@ -885,6 +889,7 @@
       cards.delete(jobId);
     }
     updateResultsEmpty();
+    followNext();
   }
 
   function updateCard(update) {
@@ -1063,6 +1068,13 @@
     if (streams.has(jobId)) {
       return;
     }
+    if (streams.size >= MAX_STREAMS) {
+      const card = cards.get(jobId);
+      if (card) {
+        card.dataset.connection = `updated every ${JOBS_POLL_MS / 1000} s`;
+      }
+      return;
+    }
     const controller = new AbortController();
     streams.set(jobId, controller);
     let lastEventId = "";
@@ -1145,6 +1157,25 @@
     } finally {
       if (streams.get(jobId) === controller) {
         streams.delete(jobId);
+        followNext();
+      }
+    }
+  }
+
+  /** A stream closed: follow a live card that had to do without one. */
+  function followNext() {
+    for (const [jobId, card] of cards) {
+      if (!streams.has(jobId) && card.job && !TERMINAL.has(card.job.status) && streams.size < MAX_STREAMS) {
+        follow(jobId);
+      }
+    }
+  }
+
+  /** Live cards without a stream that the job list's first page does not cover. */
+  function pollCards(listed) {
+    for (const [jobId, card] of cards) {
+      if (!streams.has(jobId) && !listed.includes(jobId) && card.job && !TERMINAL.has(card.job.status)) {
+        api(`jobs/${encodeURIComponent(jobId)}`).then(updateCard, () => {});
       }
     }
   }
@@ -1225,6 +1256,7 @@
             updateCard(job); // the stream ended: the list keeps the card current
           }
         });
+        pollCards(freshIds);
         clearError($("pg-jobs-error"));
         $("pg-jobs-status-line").textContent = `Updated ${timeFormat.format(new Date())} · refreshes every ${JOBS_POLL_MS / 1000} s`;
         root.dataset.jobsRefreshed = String(Number(root.dataset.jobsRefreshed || 0) + 1);
