@@ -345,7 +345,7 @@
         root.dataset.keyState = "rejected";
         keyStatus.textContent = "This key was not accepted.";
       } else {
-        keyStatus.textContent = apiKey ? "Could not check the key." : "Could not check the key: nothing was saved.";
+        keyStatus.textContent = "Could not check the key; press “Use key” to try again.";
       }
       showError(keyError, error);
     }
