@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
-from jobs import staff_views
+from jobs import playground, staff_views
 
 urlpatterns = [
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
@@ -15,6 +15,9 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(staff_views.dashboard), name="staff-dashboard"),
     path("admin/dashboard/data", admin.site.admin_view(staff_views.dashboard_data), name="staff-dashboard-data"),
     path("admin/", admin.site.urls),
+    # Try the API in a browser (the page holds no key; the user pastes one).
+    path("playground", playground.playground, name="playground"),
+    path("playground/", playground.playground),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("metrics", core_views.metrics, name="metrics"),

@@ -170,7 +170,9 @@ Mynah is running at {base}   (Ctrl-C stops everything)
 Demo API key (shown once; a new one is issued on every `make run`):
   {raw_key}
 
-Try it:
+Try it in a browser: {base}/playground   (paste the key above)
+
+Or with curl:
   curl -s -X POST {base}/v1/tts -H 'Authorization: Bearer {raw_key}' -H 'Content-Type: application/json' -d '{{"text": "Hello from Mynah."}}'
   curl -s {base}/v1/jobs/<id> -H 'Authorization: Bearer {raw_key}'
   curl -s -o hello.wav {base}/v1/jobs/<id>/result -H 'Authorization: Bearer {raw_key}'
