@@ -44,6 +44,7 @@ MIDDLEWARE = [
     "core.middleware.DatabaseUnavailableMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.RateLimitHeadersMiddleware",
+    "core.middleware.OperationalEndpointsMiddleware",  # probes and scrapes by pod IP
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -124,3 +124,27 @@ def database_unavailable_response() -> HttpResponse:
     response = error_response(503, "service_unavailable", DATABASE_UNAVAILABLE, {"failing": "database"})
     response["Retry-After"] = "5"
     return response
+
+
+class OperationalEndpointsMiddleware:
+    """``/healthz``, ``/readyz`` and ``/metrics`` answer whatever Host the
+    caller sends. Kubelet probes and Prometheus address a pod by its IP,
+    which ALLOWED_HOSTS rightly refuses for everything else; these answers
+    build no URLs from the host, so the check protects nothing here. Sits
+    before SecurityMiddleware and CommonMiddleware, the first to validate the
+    host."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        from core import views
+
+        self.get_response = get_response
+        self.views = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics}
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        view = self.views.get(request.path_info)
+        if view is not None and request.method in ("GET", "HEAD"):
+            from django.urls import resolve
+
+            request.resolver_match = resolve(request.path_info)  # the route label in request metrics
+            return view(request)
+        return self.get_response(request)

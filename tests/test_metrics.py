@@ -97,3 +97,21 @@ def test_a_metrics_token_is_required_when_configured(client, settings):
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_metrics_token"
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token").status_code == 200
+
+
+@pytest.mark.django_db
+def test_probes_and_scrapes_by_pod_ip_pass_the_host_check_and_nothing_else_does(client, settings):
+    """Kubelet probes and Prometheus address a pod by IP, which ALLOWED_HOSTS refuses."""
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    pod_ip = {"HTTP_HOST": "10.42.0.17:8000"}
+    assert client.get("/healthz", **pod_ip).status_code == 200
+    assert client.get("/readyz", **pod_ip).status_code in (200, 503)  # answered, whatever the dependencies say
+    assert client.get("/metrics", **pod_ip).status_code == 200
+    assert client.get("/v1/jobs", **pod_ip).status_code == 400
+    assert client.get("/admin/login/", **pod_ip).status_code == 400
+    assert client.post("/healthz", **pod_ip).status_code == 400  # only GET and HEAD are let through
+    scrape = client.get("/metrics", **pod_ip).content.decode()
+    # Still counted by route; only the refused hosts (400) matched no route.
+    assert 'route="healthz",status="200"' in scrape and 'route="unmatched",status="200"' not in scrape
+    settings.METRICS_TOKEN = "scrape-secret"
+    assert client.get("/metrics", **pod_ip).status_code == 401  # the token still applies
