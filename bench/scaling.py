@@ -158,9 +158,9 @@ def worker_throughput(cluster, engine: str, jobs: int, text: str) -> dict:
         time.sleep(0.5)
     from datetime import datetime
 
-    from tests.test_cluster import _all_jobs
+    from tests.stack import list_all_jobs
 
-    jobs_seen = [job for job in _all_jobs(session, cluster.url, {}) if job["id"] in set(ids)]
+    jobs_seen = [job for job_id, job in list_all_jobs(session, cluster.url, {}).items() if job_id in set(ids)]
     parse = lambda value: datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: E731
     span = (max(parse(j["finished_at"]) for j in jobs_seen) - min(parse(j["started_at"]) for j in jobs_seen)).total_seconds()
     calls_after, cpu_after = _redis_cost(redis_client)

@@ -39,6 +39,19 @@ def _stack_database_url(workdir: Path) -> str:
     return server.rsplit("/", 1)[0] + f"/{name}"
 
 
+def list_all_jobs(session: requests.Session, base_url: str, headers: dict[str, str]) -> dict[str, dict]:
+    """Every job of the key's tenant, by id, through the paginated list."""
+    url: str | None = f"{base_url}/v1/jobs?limit=100"
+    jobs: dict[str, dict] = {}
+    while url:
+        response = session.get(url, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        jobs.update((job["id"], job) for job in body["results"])
+        url = body.get("next")
+    return jobs
+
+
 class Stack:
     def __init__(
         self, workdir: Path, *, worker_threads: int = 2, web_workers: int = 1, extra_env: dict[str, str] | None = None,

@@ -27,6 +27,7 @@ import yaml
 from core.redis_server import free_port
 from core.traefik import MIDDLEWARES_FILE, routes_config, traefik_argv
 from tests.cluster import Cluster
+from tests.stack import list_all_jobs
 from tests.traefik import http_status
 
 pytestmark = pytest.mark.integration
@@ -104,7 +105,7 @@ def test_burst_survives_a_killed_web_instance_and_worker(cluster):
     deadline = time.monotonic() + 180
     with requests.Session() as session:
         while True:
-            jobs = _all_jobs(session, cluster.url, headers)
+            jobs = list(list_all_jobs(session, cluster.url, headers).values())
             statuses = Counter(job["status"] for job in jobs)
             if not statuses.keys() & {"queued", "running"} and len(jobs) >= BURST:
                 break
@@ -190,16 +191,6 @@ def test_edge_rate_limit_answers_the_api_error_shape(live_server, tmp_path):
     assert body["error"]["code"] == "rate_limited" and body["error"]["details"] == {"limit": "edge"}
     assert limited[0].headers["Retry-After"] == "1"
     assert limited[0].headers["X-Request-ID"] == body["error"]["request_id"]
-
-
-def _all_jobs(session: requests.Session, url: str, headers: dict) -> list[dict]:
-    jobs, page = [], f"{url}/v1/jobs?limit=100"
-    while page:
-        response = session.get(page, headers=headers, timeout=10)
-        assert response.status_code == 200, response.text
-        jobs += response.json()["results"]
-        page = response.json()["next"]
-    return jobs
 
 
 def _routes(port: int) -> bool:

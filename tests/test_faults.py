@@ -16,7 +16,7 @@ import requests
 
 from engines.audio.io import decode_audio
 from tests.postgres import PostgresCluster
-from tests.stack import Stack
+from tests.stack import Stack, list_all_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +53,7 @@ def _job_events(stack: Stack, job_id: str) -> list[tuple[str, dict]]:
 
 
 def _all_jobs(stack: Stack, session: requests.Session | None = None) -> dict[str, dict]:
-    """Every job of the stack's tenant, by id, through the paginated list."""
-    session = session or requests.Session()
-    url: str | None = f"{stack.base_url}/v1/jobs?limit=100"
-    jobs: dict[str, dict] = {}
-    while url:
-        response = session.get(url, headers=stack.headers(), timeout=30)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        jobs.update((job["id"], job) for job in body["results"])
-        url = body.get("next")
-    return jobs
+    return list_all_jobs(session or requests.Session(), stack.base_url, stack.headers())
 
 
 def _wait_all_terminal(stack: Stack, job_ids: set[str], timeout: float, what: str) -> tuple[dict[str, dict], float]:
