@@ -1,11 +1,16 @@
-"""Thin Dramatiq actors: take string ids, call a service."""
+"""Thin Dramatiq actors: take string ids, call a service.
+
+Names, queues and priorities come from ``jobs.routing``, which the services
+use to send; this module is imported by workers only."""
+
+from typing import Any
 
 import dramatiq
 from django.conf import settings
 
-from jobs import services
+from jobs import routing, services
 
-_JOB_ACTOR_OPTIONS = {
+_JOB_ACTOR_OPTIONS: dict[str, Any] = {
     # Attempts are counted on the Job row (services decide retry vs fail);
     # this bounds redeliveries, including ones after database errors.
     "max_retries": settings.JOB_MAX_ATTEMPTS + 2,
@@ -15,31 +20,21 @@ _JOB_ACTOR_OPTIONS = {
 }
 
 
-# Lower priority values run first among the messages a worker already holds.
-@dramatiq.actor(queue_name="tts", priority=10, **_JOB_ACTOR_OPTIONS)
-def tts_job_run(job_id: str) -> None:
-    services.job_run(job_id=job_id)
+def _job_actor(route: routing.Route) -> Any:
+    def run(job_id: str) -> None:
+        services.job_run(job_id=job_id)
+
+    run.__name__ = run.__qualname__ = route.actor_name
+    return dramatiq.actor(
+        run, actor_name=route.actor_name, queue_name=route.queue_name, priority=route.priority, **_JOB_ACTOR_OPTIONS
+    )
 
 
-@dramatiq.actor(queue_name="tts-high", priority=0, **_JOB_ACTOR_OPTIONS)
-def tts_job_run_high(job_id: str) -> None:
-    """High priority: its own queue (Redis has no per-message priority), so it
-    never waits behind a normal backlog; workers take it first."""
-    services.job_run(job_id=job_id)
-
-
-# Talking-head jobs: their own queues, so a video backlog never delays speech.
-@dramatiq.actor(queue_name="video", priority=10, **_JOB_ACTOR_OPTIONS)
-def video_job_run(job_id: str) -> None:
-    services.job_run(job_id=job_id)
-
-
-@dramatiq.actor(queue_name="video-high", priority=0, **_JOB_ACTOR_OPTIONS)
-def video_job_run_high(job_id: str) -> None:
-    services.job_run(job_id=job_id)
-
-
-@dramatiq.actor(queue_name="video-hires", priority=10, **_JOB_ACTOR_OPTIONS)
-def video_job_run_hires(job_id: str) -> None:
-    """Resolutions at or above VIDEO_HIRES_MIN_RESOLUTION, for a separate pool."""
-    services.job_run(job_id=job_id)
+# High priority has its own queues (Redis has no per-message priority), so it
+# never waits behind a normal backlog; talking heads have their own queues, so
+# a video backlog never delays speech; "video-hires" is for a bigger pool.
+tts_job_run = _job_actor(routing.TTS)
+tts_job_run_high = _job_actor(routing.TTS_HIGH)
+video_job_run = _job_actor(routing.VIDEO)
+video_job_run_high = _job_actor(routing.VIDEO_HIGH)
+video_job_run_hires = _job_actor(routing.VIDEO_HIRES)

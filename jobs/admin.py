@@ -1,5 +1,5 @@
 """Jobs in the admin: find them (filters, search by id or metadata), see
-them (progress, input, result with a player, error), act on them (retry,
+them (progress, input, result with a player, error), act on them (rerun,
 cancel, requeue, all through the services and audited). Every value shown
 comes through format_html or the admin's own escaping: job text, metadata and
 error messages are user input."""
@@ -11,9 +11,8 @@ import uuid
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.files.storage import default_storage
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -21,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 from audit.admin_mixins import AuditedAdminMixin
 from core.context import client_ip
 from core.errors import ApplicationError
-from core.storage import signed_url, storage_is_local
+from core.storage import signed_url, storage_is_local, stored_file_response
 from jobs import services
 from jobs.models import Job
 
@@ -49,7 +48,7 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("tenant",)
     list_per_page = 50
-    actions = ["retry_selected", "cancel_selected", "requeue_selected"]
+    actions = ["rerun_selected", "cancel_selected", "requeue_selected"]
     fieldsets = (
         (None, {"fields": ("id", "tenant", "kind", "engine", "priority", "status", "progress_bar", "stage", "attempts", "cache_hit", "dedup_of")}),
         ("Input", {"fields": ("input_pretty", "metadata_pretty", "voice", "webhook_url")}),
@@ -100,7 +99,7 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="files")
     def result_summary(self, job: Job) -> str:
-        files = self._result_files(job)
+        files = job.stored_results()
         if not files:
             return "-"
         return format_html_join(
@@ -110,7 +109,7 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="player")
     def player(self, job: Job) -> str:
-        files = self._result_files(job)
+        files = job.stored_results()
         if job.status == Job.Status.EXPIRED:
             return "The result expired and was deleted."
         if not files:
@@ -132,14 +131,6 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def run_time(self, job: Job) -> str:
         return _seconds(job.started_at, job.finished_at)
 
-    @staticmethod
-    def _result_files(job: Job) -> dict[str, dict[str, Any]]:
-        if not job.result_key:
-            return {}
-        main = {"key": job.result_key, "content_type": job.result_content_type, "size_bytes": job.result_size_bytes,
-                "duration_s": job.result_duration_s}
-        return {"output": main, **(job.result_files or {})}
-
     # ------------------------------------------------------------- files
     def get_urls(self):
         view = self.admin_site.admin_view(self.result_view)
@@ -147,16 +138,15 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def result_view(self, request: HttpRequest, job_id: uuid.UUID, role: str) -> HttpResponse:
         job = get_object_or_404(Job, pk=job_id)
-        item = self._result_files(job).get(role)
+        item = job.stored_results().get(role)
         if not self.has_view_permission(request, job) or item is None or job.status == Job.Status.EXPIRED:
             raise Http404
         if not storage_is_local():
             return HttpResponseRedirect(signed_url(item["key"])[0])
         try:
-            handle = default_storage.open(item["key"], "rb")
+            return stored_file_response(item["key"], content_type=item["content_type"])
         except FileNotFoundError:
             raise Http404 from None
-        return FileResponse(handle, content_type=item["content_type"])
 
     # ----------------------------------------------------------- actions
     def _each(self, request: HttpRequest, queryset: QuerySet[Job], action: Any, verb: str) -> None:
@@ -170,9 +160,9 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if done:
             self.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
 
-    @admin.action(description="Retry selected failed or canceled jobs")
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._each(request, queryset, services.job_retry, "Retried")
+    @admin.action(description="Run selected failed or canceled jobs again")
+    def rerun_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._each(request, queryset, services.job_rerun, "Started again")
 
     @admin.action(description="Cancel selected queued or running jobs")
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -31,7 +30,7 @@ from core.fields import (
 from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
 from core.schema import page_of
-from core.storage import storage_is_local
+from core.storage import storage_is_local, stored_file_response
 from engines.audio.io import FORMATS
 from jobs import events, selectors, services
 from jobs.models import Job
@@ -120,6 +119,9 @@ class MetadataJsonField(MetadataField):
         return super().to_internal_value(data)
 
 
+_DEFAULTS = services.TALKING_HEAD_DEFAULTS
+
+
 class TalkingHeadCreateApi(APIView):
     """A lip-synced MP4 from a portrait and speech: an uploaded audio file,
     or text that a speech stage of the same job synthesizes first."""
@@ -134,15 +136,25 @@ class TalkingHeadCreateApi(APIView):
         language = StrictCharField(required=False, max_length=35, help_text="With text: its language")
         tts_engine = StrictCharField(required=False, max_length=64, help_text="With text: the speech engine (default by language)")
         engine = StrictCharField(required=False, max_length=64, help_text="Talking-head engine: builtin (CPU) or sonic (ComfyUI)")
-        resolution = serializers.ChoiceField(choices=[512, 768, 1024], default=512, help_text="Output is resolution x resolution")
-        expand_ratio = serializers.FloatField(min_value=0.1, max_value=0.3, default=0.18, help_text="Margin around the face in the crop")
-        inference_steps = serializers.IntegerField(min_value=10, max_value=30, default=25)
-        dynamic_scale = serializers.FloatField(min_value=0.5, max_value=2.0, default=1.0, help_text="Strength of mouth and jaw motion")
-        motion_scale = serializers.FloatField(min_value=0.5, max_value=2.0, default=1.05, help_text="Strength of head motion")
-        fps = serializers.IntegerField(min_value=10, max_value=60, default=25)
-        temporal_smoothing = serializers.BooleanField(default=True)
-        lip_sync_correction = serializers.BooleanField(default=True)
-        duration = serializers.CharField(required=False, help_text="Ignored: the duration is read from the audio")
+        resolution = serializers.ChoiceField(
+            choices=[512, 768, 1024], default=_DEFAULTS["resolution"], help_text="Output is resolution x resolution"
+        )
+        expand_ratio = serializers.FloatField(
+            min_value=0.1, max_value=0.3, default=_DEFAULTS["expand_ratio"], help_text="Margin around the face in the crop"
+        )
+        inference_steps = serializers.IntegerField(min_value=10, max_value=30, default=_DEFAULTS["inference_steps"])
+        dynamic_scale = serializers.FloatField(
+            min_value=0.5, max_value=2.0, default=_DEFAULTS["dynamic_scale"], help_text="Strength of mouth and jaw motion"
+        )
+        motion_scale = serializers.FloatField(
+            min_value=0.5, max_value=2.0, default=_DEFAULTS["motion_scale"], help_text="Strength of head motion"
+        )
+        fps = serializers.IntegerField(min_value=10, max_value=60, default=_DEFAULTS["fps"])
+        temporal_smoothing = serializers.BooleanField(default=_DEFAULTS["temporal_smoothing"])
+        lip_sync_correction = serializers.BooleanField(default=_DEFAULTS["lip_sync_correction"])
+        duration = serializers.CharField(
+            required=False, help_text="Not accepted: the duration is read from the audio (refused with a field error)"
+        )
         metadata = MetadataJsonField(required=False, default=dict, help_text="A JSON object, echoed on the job")
         priority = serializers.ChoiceField(choices=Job.Priority.choices, default=Job.Priority.NORMAL)
         cache = serializers.BooleanField(default=True, help_text="false: always render, even for a repeated request")
@@ -150,6 +162,11 @@ class TalkingHeadCreateApi(APIView):
         webhook_events = serializers.ListField(
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
         )
+
+        def validate_duration(self, value: str) -> str:
+            # Sonic's workflow takes a duration; here it always comes from the
+            # audio file. Refused rather than silently ignored.
+            raise serializers.ValidationError("The duration is read from the audio; do not send it.", code="not_accepted")
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("audio" in attrs) == ("text" in attrs):
@@ -260,12 +277,11 @@ def _finished_job(request: Request, job_id: str) -> Job:
 def _file_response(job: Job, *, key: str, content_type: str, url: str) -> FileResponse | HttpResponseRedirect:
     if not storage_is_local():
         return HttpResponseRedirect(url)
+    filename = f"{job.id}{'.' + key.rsplit('.', 1)[-1] if '.' in key else ''}"
     try:
-        handle = default_storage.open(key, "rb")
+        return stored_file_response(key, content_type=content_type, filename=filename)
     except FileNotFoundError:
         raise ApplicationError("result_missing", "The result file is missing from storage.", status=410) from None
-    filename = f"{job.id}{'.' + key.rsplit('.', 1)[-1] if '.' in key else ''}"
-    return FileResponse(handle, content_type=content_type, as_attachment=False, filename=filename)
 
 
 class JobCancelApi(APIView):

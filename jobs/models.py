@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
@@ -27,6 +28,8 @@ class Job(models.Model):
         HIGH = "high"
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED)
+    # Queued or running: counts against the tenant's limits, can be canceled.
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="jobs")
@@ -97,3 +100,14 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    def stored_results(self) -> dict[str, dict[str, Any]]:
+        """Every result file by role: "output" (the main file) and the
+        further ones (e.g. "audio"), each with its storage key and facts."""
+        files: dict[str, dict[str, Any]] = {}
+        if self.result_key:
+            files["output"] = {
+                "key": self.result_key, "content_type": self.result_content_type,
+                "duration_s": self.result_duration_s, "size_bytes": self.result_size_bytes,
+            }
+        return {**files, **(self.result_files or {})}

@@ -37,7 +37,7 @@ def usage_summary(*, tenant: Tenant) -> dict[str, Any]:
     return {
         "period": usage.period,
         "jobs": {status: by_status.get(status, 0) for status in Job.Status.values},
-        "active_jobs": Job.objects.filter(tenant=tenant, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count(),
+        "active_jobs": Job.objects.filter(tenant=tenant, status__in=Job.ACTIVE).count(),
         "generated_seconds": {"audio": round(usage.audio_seconds, 3), "video": round(usage.video_seconds, 3), "total": round(used, 3)},
         "cache_hits": usage.cache_hits,
         "limits": limits.as_dict(),
@@ -145,7 +145,7 @@ def dashboard_stats(*, now: Any, window_minutes: int = 60, sample_limit: int = 2
         window.values("tenant__slug").annotate(jobs=Count("id"), seconds=Sum("result_duration_s", filter=Q(status=Job.Status.SUCCEEDED)))
         .order_by("-jobs", "tenant__slug")[:10]
     )
-    states = Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).values("kind", "status").annotate(count=Count("id"))
+    states = Job.objects.filter(status__in=Job.ACTIVE).values("kind", "status").annotate(count=Count("id"))
     return {
         "generated_at": now.isoformat(),
         "window_minutes": window_minutes,

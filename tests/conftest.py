@@ -73,6 +73,8 @@ def other_api(other_tenant) -> APIClient:
 def stub_broker():
     import dramatiq
 
+    import jobs.actors  # noqa: F401  (declares the queues, as a worker's boot does)
+
     broker = dramatiq.get_broker()
     _drop_stopped_workers(broker)
     broker.flush_all()

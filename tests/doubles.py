@@ -122,3 +122,12 @@ DOUBLES = {
     "slow": "tests.doubles:SlowEngine",
     "stuck": "tests.doubles:StuckEngine",
 }
+
+
+def progress_patch(monkeypatch, replacement) -> None:
+    """Replace ``job_progress`` everywhere a run calls it (the run, its
+    pipelines, and their per-stage progress callbacks)."""
+    from jobs.services import pipelines, progress, run
+
+    for module in (progress, pipelines, run):
+        monkeypatch.setattr(module, "job_progress", replacement)

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from engines.audio.io import decode_audio
+from engines.errors import Canceled
 from jobs import services
 from jobs.models import Job
 from tenants.models import ApiKey, Tenant
@@ -96,7 +97,7 @@ def test_retry_cancel_and_requeue_act_through_the_services_and_are_audited(admin
     Job.objects.filter(id=running).update(status="running", attempts=1)
     stub_broker.flush_all()
 
-    _act(admin_client, "retry_selected", failed)
+    _act(admin_client, "rerun_selected", failed)
     job = Job.objects.get(id=failed)
     assert (job.status, job.attempts, job.error_code) == ("queued", 0, "")
     services.job_run(job_id=failed)  # the retried job really runs
@@ -111,11 +112,11 @@ def test_retry_cancel_and_requeue_act_through_the_services_and_are_audited(admin
     sent = [stub_broker.queues[name].qsize() for name in ("tts", "tts-high")]
     assert sum(sent) >= 1
     # The worker that had it can no longer write progress (it stops).
-    with pytest.raises(services.Canceled):
+    with pytest.raises(Canceled):
         services.job_progress(job=Job(id=job.id, attempts=1, tenant=tenant), percent=50, stage="late")
 
     actions = set(AuditEvent.objects.filter(actor__startswith="staff:").values_list("action", flat=True))
-    assert {"job.retry", "job.cancel", "job.requeue"} <= actions
+    assert {"job.rerun", "job.cancel", "job.requeue"} <= actions
 
 
 def test_an_action_on_a_job_in_the_wrong_state_changes_nothing_and_says_why(admin_client, tenant, api, stub_broker):
@@ -123,8 +124,8 @@ def test_an_action_on_a_job_in_the_wrong_state_changes_nothing_and_says_why(admi
     services.job_run(job_id=job_id)
     page = _act(admin_client, "cancel_selected", job_id).content.decode()
     assert "only queued or running jobs can be canceled" in page
-    page = _act(admin_client, "retry_selected", job_id).content.decode()
-    assert "only failed or canceled jobs can be retried" in page
+    page = _act(admin_client, "rerun_selected", job_id).content.decode()
+    assert "only failed or canceled jobs can be run again" in page
     assert Job.objects.get(id=job_id).status == "succeeded"
 
 

@@ -12,9 +12,14 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from engines.audio.io import decode_audio
+from engines.errors import Canceled, PermanentEngineError, TransientEngineError
 from jobs import services
+from jobs.actors import tts_job_run
 from jobs.models import Job
 from jobs.services import JobRetry, TtsParams
+from jobs.services import dispatch as dispatch_module
+from jobs.services import run as run_module
+from tests.doubles import progress_patch
 
 
 def _job(tenant, engine="espeak", text="Hello there. Testing one two three.", fmt="wav", **fields) -> Job:
@@ -55,7 +60,7 @@ def test_progress_is_written_at_each_stage_and_chunk(tenant, monkeypatch):
         seen.append((percent, stage))
         original(job=job, percent=percent, stage=stage)
 
-    monkeypatch.setattr(services, "job_progress", spy)
+    progress_patch(monkeypatch, spy)
     text = " ".join(f"Sentence {i} of a longer text for chunking." for i in range(30))
     job = _job(tenant, text=text)
     services.job_run(job_id=str(job.id))
@@ -113,9 +118,9 @@ def test_a_replaced_worker_can_no_longer_touch_the_job_or_its_result(tenant, set
     assert (done.status, done.attempts) == ("succeeded", 2)
     assert done.result_key.endswith("output-2.wav") and default_storage.exists(done.result_key)
     # A wakes up: progress is refused (it stops), and so is its final write.
-    with pytest.raises(services.Canceled):
+    with pytest.raises(Canceled):
         services.job_progress(job=worker_a, percent=50, stage="synthesizing")
-    services._job_execute(worker_a)
+    assert services.job_attempt(worker_a) == "canceled"  # its store was refused: no failure reported
     after = _refresh(job)
     assert (after.status, after.result_key, after.progress) == ("succeeded", done.result_key, 100)
     assert default_storage.exists(done.result_key)
@@ -128,7 +133,7 @@ def test_heartbeat_survives_database_errors(tenant, settings, monkeypatch):
     job = services.job_claim(job_id=str(_job(tenant).id))
     Job.objects.filter(id=job.id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     calls = []
-    original = services._owned
+    original = run_module.job_owned
 
     def flaky(owned_job):
         calls.append(1)
@@ -136,8 +141,8 @@ def test_heartbeat_survives_database_errors(tenant, settings, monkeypatch):
             raise OperationalError("database is locked")
         return original(owned_job)
 
-    monkeypatch.setattr(services, "_owned", flaky)
-    with services._heartbeat(job):
+    monkeypatch.setattr(run_module, "job_owned", flaky)
+    with run_module._heartbeat(job):
         time.sleep(2.6)
     assert len(calls) >= 2
     assert _refresh(job).heartbeat_at > timezone.now() - timedelta(seconds=3)
@@ -153,7 +158,7 @@ def test_a_job_that_keeps_killing_its_worker_fails_as_worker_lost(tenant, settin
 
 def test_queued_job_whose_message_was_lost_is_sent_again(tenant, stub_broker, settings):
     job = _job(tenant)
-    services.job_enqueue(job_id=job.id)
+    services.job_resend(job_id=job.id)
     stub_broker.flush_all()  # the message is gone
     assert services.jobs_resend_unsent() == 0  # sent recently: not yet suspicious
     long_ago = timezone.now() - timedelta(seconds=settings.JOB_RESEND_QUEUED_AFTER_S + 1)
@@ -208,21 +213,19 @@ def test_job_stops_at_next_progress_point_when_no_longer_running(tenant, monkeyp
             Job.objects.filter(id=job.id).update(status=Job.Status.CANCELED)
         original(job=job, percent=percent, stage=stage)
 
-    monkeypatch.setattr(services, "job_progress", cancel_midway)
+    progress_patch(monkeypatch, cancel_midway)
     services.job_run(job_id=str(job.id))
     job = _refresh(job)
     assert job.status == "canceled" and not job.result_key and len(calls) == 3
 
 
 def test_failed_enqueue_leaves_job_unsent_and_resend_recovers_it(tenant, stub_broker, monkeypatch):
-    from jobs.actors import tts_job_run
-
     def redis_down(*args, **kwargs):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(tts_job_run, "send", redis_down)
+    monkeypatch.setattr(dispatch_module, "job_message_send", redis_down)
     job = _job(tenant)
-    assert services.job_enqueue(job_id=job.id) is False
+    assert services.job_resend(job_id=job.id) is False
     assert _refresh(job).enqueued_at is None
     monkeypatch.undo()
     Job.objects.filter(id=job.id).update(created_at=timezone.now() - timedelta(minutes=1))
@@ -235,8 +238,6 @@ def test_failed_enqueue_leaves_job_unsent_and_resend_recovers_it(tenant, stub_br
 def test_worker_survives_an_engine_that_raises(tenant, stub_broker, settings):
     """A real Dramatiq worker (in-memory broker) runs a job whose engine
     raises, retries it, fails it, and keeps processing the next job."""
-    from jobs.actors import tts_job_run
-
     bad = _job(tenant, engine="exploding")
     good = _job(tenant, engine="tone")
     worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
@@ -271,9 +272,87 @@ def test_a_job_stuck_past_its_time_limit_is_retried_then_failed(tenant, settings
     assert in_time.status == "running"
     # The stuck run of the retried job no longer owns it: its next progress stops it.
     stuck = Job(id=retry.id, attempts=1, tenant=tenant)
-    with pytest.raises(services.Canceled):
+    with pytest.raises(Canceled):
         services.job_progress(job=stuck, percent=50, stage="still going")
 
 
 def _messages(broker, queue: str) -> list[dramatiq.Message]:
     return [dramatiq.Message.decode(raw) for raw in list(broker.queues[queue].queue)]
+
+
+# ------------------------------------------------ how an attempt ends (one policy)
+
+
+def test_a_time_limit_hit_in_the_worker_is_retried_like_the_repair_sweep_does(tenant, settings, monkeypatch):
+    """One policy for a time limit, wherever it is noticed: another attempt
+    while attempts remain, then failed (see jobs_stop_overdue's test)."""
+    from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+    def too_slow(job, workdir):
+        raise TimeLimitExceeded()
+
+    monkeypatch.setattr(run_module, "job_make", too_slow)
+    job = _job(tenant)
+    for attempt in range(1, settings.JOB_MAX_ATTEMPTS):
+        with pytest.raises(JobRetry):
+            services.job_run(job_id=str(job.id))
+        job = _refresh(job)
+        assert (job.status, job.attempts, job.error_code) == ("queued", attempt, "time_limit_exceeded")
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert (job.status, job.error_code) == ("failed", "time_limit_exceeded")
+    assert "gave up after" in job.error_message
+
+
+@pytest.mark.parametrize("error", [TransientEngineError("server down"), PermanentEngineError("bad input", code="text_rejected")])
+def test_an_attempt_that_lost_its_job_reports_lost_not_failed(tenant, settings, monkeypatch, caplog, error):
+    """The job was taken over (presumed dead worker) while the engine ran,
+    and then the engine failed: the run owns nothing, so it neither retries
+    nor fails the job, nor reports a failure."""
+    job = _job(tenant)
+
+    def taken_over_then_fails(claimed, workdir):
+        Job.objects.filter(id=claimed.id).update(attempts=claimed.attempts + 1)  # another worker's claim
+        raise error
+
+    monkeypatch.setattr(run_module, "job_make", taken_over_then_fails)
+    claimed = services.job_claim(job_id=str(job.id))
+    with caplog.at_level("INFO"):
+        assert services.job_attempt(claimed) == "lost"
+    after = _refresh(job)
+    assert (after.status, after.attempts, after.error_code) == ("running", claimed.attempts + 1, "")
+    messages = [record.getMessage() for record in caplog.records]
+    assert "job failed" not in messages and "transient failure; retrying" not in messages
+
+
+def test_the_engine_run_metric_counts_a_lost_attempt_as_lost(tenant, monkeypatch):
+    job = _job(tenant)
+    outcomes = []
+    monkeypatch.setattr(run_module.metrics, "observe", lambda metric, value, **labels: outcomes.append(labels.get("outcome")))
+
+    def taken_over_then_fails(claimed, workdir):
+        Job.objects.filter(id=claimed.id).update(attempts=claimed.attempts + 1)
+        raise TransientEngineError("server down")
+
+    monkeypatch.setattr(run_module, "job_make", taken_over_then_fails)
+    services.job_run(job_id=str(job.id))
+    assert "lost" in outcomes and "failed" not in outcomes
+
+
+def test_worker_lost_ends_its_followers_and_frees_the_tenants_slot(tenant, settings, stub_broker):
+    """A job that took its worker down on every attempt fails as worker_lost;
+    the identical jobs that joined it fail with it at once (not at the next
+    repair sweep), and the tenant's next waiting job is dispatched."""
+    stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S + 5)
+    source = _job(tenant, status=Job.Status.RUNNING, attempts=settings.JOB_MAX_ATTEMPTS, heartbeat_at=stale, enqueued_at=stale)
+    follower = _job(tenant, dedup_of=source, cache_hit=True)
+    waiting = _job(tenant)  # its fair-share turn comes when a slot frees
+    tenant.max_in_flight = 1
+    tenant.save()
+    stub_broker.flush_all()
+    services.job_run(job_id=str(source.id))
+    source, follower, waiting = _refresh(source), _refresh(follower), _refresh(waiting)
+    assert (source.status, source.error_code) == ("failed", "worker_lost")
+    assert (follower.status, follower.error_code) == ("failed", "worker_lost")
+    assert waiting.enqueued_at is not None
+    assert [message.args[0] for message in _messages(stub_broker, "tts")] == [str(waiting.id)]

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from jobs import services
 from jobs.models import Job
+from jobs.services import dispatch as dispatch_module
 from tenants.models import Tenant, UsagePeriod
 
 TTS = "/v1/tts"
@@ -202,7 +203,7 @@ def test_the_reaper_dispatches_within_the_fair_share(tenant, stub_broker, monkey
     from jobs.services import TtsParams
 
     Tenant.objects.filter(pk=tenant.pk).update(max_in_flight=2)
-    monkeypatch.setattr(services, "_job_send", lambda job_id, route=None: False)  # Redis down at submit
+    monkeypatch.setattr(dispatch_module, "job_send", lambda job_id, route=None: False)  # Redis down at submit
     params = [TtsParams(text=f"t{i}", language="en", engine="tone", format="wav", speed=1.0) for i in range(5)]
     for item in params:
         services.job_submit_tts(tenant=tenant, api_key=None, params=item, metadata={}, actor="t", ip=None)

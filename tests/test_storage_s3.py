@@ -17,6 +17,7 @@ from engines.audio.io import decode_audio
 from jobs import services
 from jobs.models import Job
 from jobs.services import JobRetry, TtsParams
+from jobs.services import run as run_module
 from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
 
 MIB = 1024 * 1024
@@ -91,7 +92,7 @@ def test_large_outputs_upload_in_parts(tenant, s3_storage, tmp_path):
     big = tmp_path / "big.wav"
     big.write_bytes(b"RIFF" + bytes(12 * MIB))
     result = services.JobOutput(path=big, content_type="audio/wav", duration_s=1.0, size_bytes=big.stat().st_size)
-    services._job_store_result(claimed, result)
+    run_module._job_store_result(claimed, result)
     job.refresh_from_db()
     etag = s3_storage.client().head_object(Bucket=BUCKET, Key=job.result_key)["ETag"].strip('"')
     assert job.status == "succeeded"

@@ -63,12 +63,11 @@ def _error(response) -> dict:
 
 
 def test_portrait_and_audio_become_a_playable_lip_synced_mp4(api, worker, tmp_path):
-    response = _post(api, image=_image(), audio=_audio(tmp_path), duration="999", metadata='{"take": 1}')
+    response = _post(api, image=_image(), audio=_audio(tmp_path), metadata='{"take": 1}')
     assert response.status_code == 202, response.content
     job = response.json()
     assert response["Location"] == f"/v1/jobs/{job['id']}"
     assert job["kind"] == "talking_head" and job["engine"] == "builtin" and job["metadata"] == {"take": 1}
-    assert "duration" not in job["input"]  # the client's duration is ignored
     assert job["input"]["image"]["format"] == "png" and job["input"]["resolution"] == 512
 
     done = wait_for_job(api, job["id"])
@@ -195,6 +194,7 @@ def test_video_jobs_have_their_own_queues(api, tenant, stub_broker, tmp_path, se
         ({"metadata": "[1, 2]"}, "metadata"),
         ({"voice_id": "8b0c5f3e-2a9e-4a7e-9d55-111111111111"}, "voice_id"),
         ({"colour": "blue"}, "colour"),
+        ({"duration": "999"}, "duration"),  # read from the audio: refused, not silently ignored
     ],
 )
 def test_bad_parameters_are_validation_errors(api, tmp_path, fields, field):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from jobs.services import jobs_requeue_abandoned, jobs_resend_unsent, jobs_stop_overdue
+from jobs.services import jobs_resend_abandoned, jobs_resend_unsent, jobs_stop_overdue
 from voices.services import voices_resend_stuck
 from webhooks.services import webhooks_sweep
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, unsent_after: float, **options):
         resent = jobs_resend_unsent(older_than_s=unsent_after)
-        requeued = jobs_requeue_abandoned()
+        requeued = jobs_resend_abandoned()
         overdue = jobs_stop_overdue()
         deliveries = webhooks_sweep()
         voices = voices_resend_stuck()

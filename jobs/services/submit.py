@@ -1,0 +1,147 @@
+"""Creating jobs: quotas, stored inputs, dedup, and the dispatch on commit."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Any
+
+from django.db import connection, transaction
+
+from audit.services import audit_record
+from core.errors import ApplicationError
+from jobs.models import Job
+from jobs.services.announce import job_announce
+from jobs.services.dedup import copied_result, dedup_key, dedup_source
+from jobs.services.dispatch import jobs_dispatch
+from jobs.services.files import files_delete, job_inputs_store
+from jobs.services.params import TalkingHeadParams, TtsParams, WebhookTarget
+from jobs.uploads import audio_check, image_check
+from tenants.limits import TenantLimits, tenant_limits
+from tenants.models import ApiKey, Tenant
+from tenants.selectors import usage_get
+from tenants.services import usage_record
+from voices.models import VoicePrompt
+
+Status = Job.Status
+
+
+def job_submit_tts(
+    *, tenant: Tenant, api_key: ApiKey | None, params: TtsParams, metadata: dict[str, Any], actor: str, ip: str | None,
+    webhook: WebhookTarget | None = None, priority: str = Job.Priority.NORMAL, use_cache: bool = True,
+) -> Job:
+    """Create a speech job. An identical finished request of the tenant is
+    reused at once (``cache_hit``, no engine run, no quota seconds); an
+    identical one still running is joined. Otherwise the job queues, and the
+    fair-share dispatcher hands it to the workers."""
+    inputs: dict[str, Any] = {"text": params.text, "language": params.language, "format": params.format, "speed": params.speed}
+    if params.voice is not None:
+        inputs["voice_id"] = str(params.voice.id)
+    if params.instruct:
+        inputs["instruct"] = params.instruct
+    return _job_create(
+        tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, inputs=inputs, voice=params.voice,
+        metadata=metadata, actor=actor, ip=ip, webhook=webhook, priority=priority, use_cache=use_cache,
+    )
+
+
+def job_submit_talking_head(
+    *, tenant: Tenant, api_key: ApiKey | None, params: TalkingHeadParams, image: Any, audio: Any | None,
+    metadata: dict[str, Any], actor: str, ip: str | None, webhook: WebhookTarget | None = None,
+    priority: str = Job.Priority.NORMAL, use_cache: bool = True,
+) -> Job:
+    """Create a talking-head job from a portrait (an uploaded file) and either
+    an audio file or the speech stage's parameters (text). The image is
+    checked here (format, dimensions, decodable); the face and the audio in
+    the worker's first stage. Inputs are stored under server-made keys before
+    the job exists, so a worker never sees a job without them."""
+    image_facts = image_check(image)
+    audio_facts = audio_check(audio) if audio is not None else None
+    inputs: dict[str, Any] = {"image": image_facts.public(), **params.options}
+    speech = params.speech
+    if audio_facts is not None:
+        inputs["audio"] = audio_facts.public()
+    elif speech is not None:
+        inputs.update(text=speech.text, language=speech.language, tts_engine=speech.engine)
+        if speech.voice is not None:
+            inputs["voice_id"] = str(speech.voice.id)
+    job_id = uuid.uuid4()
+    files = {"image": (image, f"input-image.{image_facts.extension}")}
+    if audio is not None:
+        files["audio"] = (audio, "input-audio.bin")
+    input_files = job_inputs_store(tenant_id=tenant.pk, job_id=job_id, files=files)
+    try:
+        job = _job_create(
+            tenant=tenant, api_key=api_key, kind=Job.Kind.TALKING_HEAD, engine=params.engine, inputs=inputs,
+            voice=speech.voice if speech is not None else None, metadata=metadata, actor=actor, ip=ip, webhook=webhook,
+            priority=priority, use_cache=use_cache, job_id=job_id, input_files=input_files,
+        )
+    except BaseException:
+        files_delete(input_files.values())
+        raise
+    if job.cache_hit and job.status == Status.SUCCEEDED:  # born finished: its inputs are not needed
+        files_delete(input_files.values())
+        Job.objects.filter(id=job.id).update(input_files={})
+        job.input_files = {}
+    return job
+
+
+def _job_create(
+    *, tenant: Tenant, api_key: ApiKey | None, kind: str, engine: str, inputs: dict[str, Any], voice: VoicePrompt | None,
+    metadata: dict[str, Any], actor: str, ip: str | None, webhook: WebhookTarget | None, priority: str, use_cache: bool,
+    job_id: Any = None, input_files: dict[str, str] | None = None,
+) -> Job:
+    webhook = webhook or WebhookTarget()
+    limits = tenant_limits(tenant)
+    if priority == Job.Priority.HIGH and not limits.allow_high_priority:
+        raise ApplicationError("priority_not_allowed", "This tenant may not submit high-priority jobs.", status=403)
+    # The voice's audio, not only its id, makes two requests identical.
+    material = {**inputs, "voice_sha256": voice.content_sha256} if voice is not None else inputs
+    key = dedup_key(tenant=tenant, kind=kind, engine=engine, inputs=material) if use_cache else ""
+    with transaction.atomic():
+        # One tenant's submissions in turn, so quota checks are exact. SQLite's
+        # IMMEDIATE transactions already serialize writers; Postgres locks the row.
+        if connection.features.has_select_for_update:
+            Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
+        source = dedup_source(tenant=tenant, dedup_key=key, priority=priority) if key else None
+        reuse = source is not None and source.status == Status.SUCCEEDED
+        if not reuse:
+            _check_quotas(tenant=tenant, limits=limits)  # a reused output costs nothing
+        copied = copied_result(source) if reuse and source is not None else {}
+        if reuse:
+            copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
+        job = Job.objects.create(
+            id=job_id or uuid.uuid4(), tenant=tenant, api_key=api_key, kind=kind, engine=engine, input=inputs, metadata=metadata,
+            voice=voice, priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=key,
+            dedup_of=source, cache_hit=source is not None, input_files=input_files or {}, **copied,
+        )
+        audit_record(
+            action="job.create", actor=actor, tenant=tenant, target=job, ip=ip,
+            metadata={"kind": job.kind, "engine": job.engine, "cache_hit": job.cache_hit},
+        )
+        if reuse:
+            usage_record(tenant_id=tenant.pk, cache_hits=1)
+            transaction.on_commit(partial(job_announce, job, fresh=True), robust=True)
+        elif source is None:
+            # Dispatch only once the row is visible to workers.
+            # robust: the job is saved; if dispatch fails the repair sweep sends it.
+            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk, max_in_flight=limits.max_in_flight), robust=True)
+        # else: it waits for its source, which finishes it (followers_finish).
+    return job
+
+
+def _check_quotas(*, tenant: Tenant, limits: TenantLimits) -> None:
+    active = Job.objects.filter(tenant=tenant, status__in=Job.ACTIVE).count()
+    if active >= limits.max_active_jobs:
+        raise ApplicationError(
+            "too_many_active_jobs", f"The tenant has {active} queued or running jobs; the limit is {limits.max_active_jobs}.",
+            status=429, details={"active_jobs": active, "limit": limits.max_active_jobs},
+        )
+    if limits.monthly_seconds_quota:
+        usage = usage_get(tenant=tenant)
+        used = usage.audio_seconds + usage.video_seconds
+        if used >= limits.monthly_seconds_quota:
+            raise ApplicationError(
+                "quota_exceeded", f"This month's {limits.monthly_seconds_quota} generated seconds are used up.",
+                status=402, details={"used_seconds": round(used, 3), "quota_seconds": limits.monthly_seconds_quota, "period": usage.period},
+            )
