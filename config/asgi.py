@@ -24,9 +24,9 @@ from asgiref.wsgi import WsgiToAsgiInstance
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from django.conf import settings  # noqa: E402
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+from django.core.wsgi import get_wsgi_application
 
 django_asgi = get_asgi_application()
 django_wsgi = get_wsgi_application()

@@ -36,7 +36,7 @@ _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 def _fingerprint(request: Request) -> str:
     data = request.data
     if hasattr(data, "lists"):  # QueryDict (form posts)
-        data = {key: values for key, values in data.lists()}
+        data = dict(data.lists())
     material = json.dumps({"method": request.method, "path": request.path, "body": data}, sort_keys=True, default=_as_text)
     return hashlib.sha256(material.encode()).hexdigest()
 

@@ -221,7 +221,12 @@ class JobResultApi(APIView):
     """The result file: streamed by Django for local storage, otherwise a
     redirect to the storage's (signed) URL."""
 
-    @extend_schema(responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"), 302: OpenApiResponse(description="Redirect to a presigned URL (object storage)")})
+    @extend_schema(
+        responses={
+            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"),
+            302: OpenApiResponse(description="Redirect to a presigned URL (object storage)"),
+        }
+    )
     def get(self, request: Request, job_id: str) -> FileResponse | HttpResponseRedirect:
         job = _finished_job(request, job_id)
         return _file_response(job, key=job.result_key, content_type=job.result_content_type, url=job_representation(job)["result"]["url"])
@@ -233,7 +238,10 @@ class JobResultFileApi(APIView):
 
     @extend_schema(
         operation_id="jobs_result_file",
-        responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"), 302: OpenApiResponse(description="Redirect to a presigned URL (object storage)")},
+        responses={
+            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"),
+            302: OpenApiResponse(description="Redirect to a presigned URL (object storage)"),
+        },
     )
     def get(self, request: Request, job_id: str, role: str) -> FileResponse | HttpResponseRedirect:
         job = _finished_job(request, job_id)
@@ -296,7 +304,10 @@ class JobEventsApi(APIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     http_method_names = ["get", "options"]  # no HEAD: it would open a whole stream
 
-    @extend_schema(parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER), OpenApiParameter("last_event_id", str)], responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "Server-Sent Events: status, progress, done")})
+    @extend_schema(
+        parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER), OpenApiParameter("last_event_id", str)],
+        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "Server-Sent Events: status, progress, done")},
+    )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or ""

@@ -11,12 +11,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.idempotency import idempotent
 from core.context import client_ip
 from core.fields import StrictCharField, StrictSerializer
+from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
-from core.schema import page_of
 from core.responses import iso as _iso
+from core.schema import page_of
 from webhooks import selectors, services
 from webhooks.models import Delivery, Endpoint, SigningSecrets
 from webhooks.schemas import (

@@ -172,7 +172,7 @@ def _square_tiles(rgb: np.ndarray):
 
 def _shifted(face: Detection, left: float, top: float) -> Detection:
     box = face.box
-    return Detection(FaceBox(box.left + left, box.top + top, box.width, box.height, box.score), face.keypoints + [left, top])
+    return Detection(FaceBox(box.left + left, box.top + top, box.width, box.height, box.score), face.keypoints + [left, top])  # noqa: RUF005 (ndarray + list adds)
 
 
 def _corners(box: FaceBox) -> np.ndarray:
