@@ -61,7 +61,8 @@ class _PooledWsgi(WsgiToAsgiInstance):
                 if not message.get("more_body"):
                     break
             body.seek(0)
-            self.sync_send = lambda event: asyncio.run_coroutine_threadsafe(send(event), loop).result()
+            # (asgiref types sync_send as its AsyncToSync wrapper; any callable does.)
+            self.sync_send = lambda event: asyncio.run_coroutine_threadsafe(send(event), loop).result()  # type: ignore[assignment]
             context = contextvars.copy_context()
             await loop.run_in_executor(_executor, context.run, self._run, body)
 

@@ -1,11 +1,13 @@
 """Thin Dramatiq actors: take string ids, call a service."""
 
+from typing import Any
+
 import dramatiq
 from django.conf import settings
 
 from jobs import services
 
-_JOB_ACTOR_OPTIONS = {
+_JOB_ACTOR_OPTIONS: dict[str, Any] = {
     # Attempts are counted on the Job row (services decide retry vs fail);
     # this bounds redeliveries, including ones after database errors.
     "max_retries": settings.JOB_MAX_ATTEMPTS + 2,

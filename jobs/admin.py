@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.exceptions import NotRegistered
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -59,7 +60,8 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
-        return [name for _, options in self.fieldsets for name in options["fields"]]
+        # Every entry of these fieldsets is one field name (no grouped rows).
+        return [name for _, options in self.fieldsets for name in options["fields"]]  # type: ignore[misc]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are submitted through the API
@@ -145,7 +147,7 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
         view = self.admin_site.admin_view(self.result_view)
         return [path("<uuid:job_id>/result/<slug:role>/", view, name="jobs_job_result"), *super().get_urls()]
 
-    def result_view(self, request: HttpRequest, job_id: uuid.UUID, role: str) -> HttpResponse:
+    def result_view(self, request: HttpRequest, job_id: uuid.UUID, role: str) -> HttpResponse | FileResponse:
         job = get_object_or_404(Job, pk=job_id)
         item = self._result_files(job).get(role)
         if not self.has_view_permission(request, job) or item is None or job.status == Job.Status.EXPIRED:
@@ -189,5 +191,5 @@ try:
     from django_dramatiq.models import Task
 
     admin.site.unregister(Task)
-except (ImportError, admin.sites.NotRegistered):
+except (ImportError, NotRegistered):
     pass
