@@ -1,11 +1,12 @@
-# Mynah: `make run` starts the platform locally; `make test` runs the suite.
+# Mynah: `make run` starts the platform locally; `make test` runs the suite;
+# `make lint` runs ruff (lint + format check) and mypy (settings in pyproject.toml).
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run cluster test bench venv clean system-packages
+.PHONY: run cluster test lint bench venv clean system-packages
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
@@ -44,8 +45,16 @@ ifneq ($(SKIP_POSTGRES),1)
 	$(PY) -m pytest --ds=tests.settings_postgres --ignore=tests/engines $(PYTEST_ARGS)
 endif
 
+# All three checks run, so one report shows every problem; fails if any failed.
+lint: $(VENV)/.installed-dev
+	@status=0; \
+	for check in "$(VENV)/bin/ruff check ." "$(VENV)/bin/ruff format --check ." "$(PY) -m mypy"; do \
+		echo "$$check"; $$check || status=1; \
+	done; \
+	exit $$status
+
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,7 @@ class AuditedAdminMixin:
     Custom actions call services, which audit themselves."""
 
     def _audit(self, request: HttpRequest, action: str, obj: Model, detail: Any = None) -> None:
-        tenant = getattr(obj, "tenant", None) if not obj._meta.label_lower == "tenants.tenant" else obj
+        tenant = getattr(obj, "tenant", None) if obj._meta.label_lower != "tenants.tenant" else obj
         audit_record(
             action=f"admin.{action}", actor=f"staff:{request.user.get_username()}", tenant=tenant, target=obj,
             ip=client_ip(request), metadata={"model": obj._meta.label_lower, "change": str(detail or "")[:500]},

@@ -24,9 +24,9 @@ from asgiref.wsgi import WsgiToAsgiInstance
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from django.conf import settings  # noqa: E402
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+from django.core.wsgi import get_wsgi_application
 
 django_asgi = get_asgi_application()
 django_wsgi = get_wsgi_application()
@@ -61,7 +61,8 @@ class _PooledWsgi(WsgiToAsgiInstance):
                 if not message.get("more_body"):
                     break
             body.seek(0)
-            self.sync_send = lambda event: asyncio.run_coroutine_threadsafe(send(event), loop).result()
+            # (asgiref types sync_send as its AsyncToSync wrapper; any callable does.)
+            self.sync_send = lambda event: asyncio.run_coroutine_threadsafe(send(event), loop).result()  # type: ignore[assignment]
             context = contextvars.copy_context()
             await loop.run_in_executor(_executor, context.run, self._run, body)
 

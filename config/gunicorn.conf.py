@@ -21,5 +21,5 @@ control_socket_disable = True
 # gunicorn's and uvicorn's own lines as JSON too (the app's come from Django's LOGGING).
 _server_logger = {"handlers": ["console"], "level": "INFO", "propagate": False}
 logconfig_dict = json_logging_config(
-    loggers={name: _server_logger for name in ("gunicorn.error", "gunicorn.access", "uvicorn.error", "uvicorn.access")}
+    loggers=dict.fromkeys(("gunicorn.error", "gunicorn.access", "uvicorn.error", "uvicorn.access"), _server_logger)
 )

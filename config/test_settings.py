@@ -15,14 +15,14 @@ MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="mynah-test-media-"))
 STATIC_ROOT = Path(tempfile.mkdtemp(prefix="mynah-test-static-"))  # whitenoise wants it to exist
 STORAGES = {**STORAGES, "default": {**STORAGES["default"], "OPTIONS": {"location": MEDIA_ROOT}}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-ENGINES_PRELOAD: list[str] = []
+ENGINES_PRELOAD = []
 VOICE_MODELS_PRELOAD = False
 VOICE_ANALYSIS_WAIT_S = 30
 JOB_RETRY_MIN_BACKOFF_MS = 10
 JOB_RETRY_MAX_BACKOFF_MS = 50
 WEBHOOK_RETRY_SCHEDULE_S = [0.05, 0.1, 0.2]
 WEBHOOK_SWEEP_GRACE_S = 0.0
-WEBHOOK_ALLOWED_NETWORKS: list[str] = []  # tests that send to loopback receivers allow it explicitly
+WEBHOOK_ALLOWED_NETWORKS = []  # tests that send to loopback receivers allow it explicitly
 # A file-based test database (WAL, busy timeout) rather than shared-cache
 # in-memory SQLite, whose table locks fail at once: tests that run workers in
 # threads then see the same concurrency as production.

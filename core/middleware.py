@@ -120,7 +120,7 @@ DATABASE_UNAVAILABLE = "The database is unavailable. Retry shortly."
 
 
 def database_unavailable_response() -> HttpResponse:
-    logger.warning("database unavailable", exc_info=True)
+    logger.warning("database unavailable", exc_info=True)  # noqa: LOG014 (called from exception handlers)
     response = error_response(503, "service_unavailable", DATABASE_UNAVAILABLE, {"failing": "database"})
     response["Retry-After"] = "5"
     return response

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 
 
-class IdempotencyRecord(models.Model):
+class IdempotencyRecord(models.Model):  # noqa: DJ008 (not in the admin)
     """The first response to a POST made with an ``Idempotency-Key``, replayed
     for a repeat of the same request within the retention period."""
 

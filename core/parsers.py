@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +20,7 @@ class LimitedJSONParser(JSONParser):
     """JSON parser that never reads more than ``MAX_JSON_BODY_BYTES`` (also for
     chunked bodies without Content-Length) and requires a JSON object."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         limit = settings.MAX_JSON_BODY_BYTES
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:

@@ -21,7 +21,8 @@ def storage_is_local() -> bool:
 def signed_url(key: str) -> tuple[str, datetime]:
     """A presigned GET URL for an object in remote storage, and when it stops working."""
     expires_in = settings.STORAGE_URL_EXPIRES_S
-    return default_storage.url(key, expire=expires_in), timezone.now() + timedelta(seconds=expires_in)
+    # Storage.url() takes only the name; S3Storage.url() also takes expire.
+    return default_storage.url(key, expire=expires_in), timezone.now() + timedelta(seconds=expires_in)  # type: ignore[call-arg]
 
 
 def storage_errors() -> tuple[type[BaseException], ...]:

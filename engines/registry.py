@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final, Literal, overload
 
 from engines.errors import UnknownEngine
 from engines.tts.base import TTSEngine
 from engines.video.base import TalkingHeadEngine
 
-TTS = "tts"
-TALKING_HEAD = "talking_head"
-_KIND_BASES = {TTS: TTSEngine, TALKING_HEAD: TalkingHeadEngine}
+TTS: Final = "tts"
+TALKING_HEAD: Final = "talking_head"
+_KIND_BASES: dict[str, type[TTSEngine] | type[TalkingHeadEngine]] = {TTS: TTSEngine, TALKING_HEAD: TalkingHeadEngine}
 
 BUILTIN_TTS_ENGINES: Mapping[str, str] = {
     "piper": "engines.tts.piper:PiperEngine",
@@ -51,13 +51,19 @@ def engine_names(kind: str | None = None) -> list[str]:
     return sorted(name for name in _paths() if kind is None or issubclass(engine_class(name), _KIND_BASES[kind]))
 
 
-def engine_class(name: str, kind: str | None = None) -> type:
+@overload
+def engine_class(name: str, kind: Literal["tts"]) -> type[TTSEngine]: ...
+@overload
+def engine_class(name: str, kind: Literal["talking_head"]) -> type[TalkingHeadEngine]: ...
+@overload
+def engine_class(name: str, kind: str | None = None) -> type[TTSEngine] | type[TalkingHeadEngine]: ...
+def engine_class(name: str, kind: str | None = None) -> type[TTSEngine] | type[TalkingHeadEngine]:
     """The engine's class; ``UnknownEngine`` if there is none of that kind."""
     path = _paths().get(name)
     if path is None:
         raise UnknownEngine(name)
     module_name, _, attribute = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), attribute)
+    cls: type[TTSEngine] | type[TalkingHeadEngine] = getattr(importlib.import_module(module_name), attribute)
     if kind is not None and not issubclass(cls, _KIND_BASES[kind]):
         raise UnknownEngine(name)
     return cls
@@ -76,9 +82,9 @@ def get_engine(name: str) -> Any:
 
 def language_supported(language: str) -> bool:
     """Whether any registered engine speaks ``language`` (no model loads)."""
-    return any(engine_class(name).supports_language(language) for name in engine_names(TTS))
+    return any(engine_class(name, TTS).supports_language(language) for name in engine_names(TTS))
 
 
 def default_engine_for(language: str) -> str:
     """English goes to the neural voice; every other language to espeak-ng."""
-    return "piper" if language.lower() in engine_class("piper").languages() else "espeak"
+    return "piper" if language.lower() in engine_class("piper", TTS).languages() else "espeak"

@@ -5,6 +5,8 @@ use to send; this module is imported by workers only."""
 
 from typing import Any
 
+from typing import Any
+
 import dramatiq
 from django.conf import settings
 

@@ -37,6 +37,7 @@ from jobs.models import Job
 from jobs.representation import job_representation
 from jobs.schemas import JobSerializer, UsageSerializer
 from jobs.streams import job_event_stream
+from tenants.authentication import ApiRequest
 from voices.selectors import voice_get
 from webhooks.services import EVENT_TYPES, job_webhook_check
 
@@ -70,7 +71,7 @@ class TtsCreateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")})
     @idempotent
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -182,7 +183,7 @@ class TalkingHeadCreateApi(APIView):
         responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")},
     )
     @idempotent
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -218,7 +219,7 @@ class JobListApi(APIView):
         parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
         responses=page_of(JobSerializer, "JobPage"),
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         jobs = selectors.job_list(tenant=request.user.tenant, **filters.validated_data)
@@ -229,7 +230,7 @@ class JobListApi(APIView):
 
 class JobDetailApi(APIView):
     @extend_schema(responses=JobSerializer)
-    def get(self, request: Request, job_id: str) -> Response:
+    def get(self, request: ApiRequest, job_id: str) -> Response:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         return Response(_represent(job, request))
 
@@ -238,8 +239,13 @@ class JobResultApi(APIView):
     """The result file: streamed by Django for local storage, otherwise a
     redirect to the storage's (signed) URL."""
 
-    @extend_schema(responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"), 302: OpenApiResponse(description="Redirect to a presigned URL (object storage)")})
-    def get(self, request: Request, job_id: str) -> FileResponse | HttpResponseRedirect:
+    @extend_schema(
+        responses={
+            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"),
+            302: OpenApiResponse(description="Redirect to a presigned URL (object storage)"),
+        }
+    )
+    def get(self, request: ApiRequest, job_id: str) -> FileResponse | HttpResponseRedirect:
         job = _finished_job(request, job_id)
         return _file_response(job, key=job.result_key, content_type=job.result_content_type, url=job_representation(job)["result"]["url"])
 
@@ -250,9 +256,12 @@ class JobResultFileApi(APIView):
 
     @extend_schema(
         operation_id="jobs_result_file",
-        responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"), 302: OpenApiResponse(description="Redirect to a presigned URL (object storage)")},
+        responses={
+            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The file (local storage)"),
+            302: OpenApiResponse(description="Redirect to a presigned URL (object storage)"),
+        },
     )
-    def get(self, request: Request, job_id: str, role: str) -> FileResponse | HttpResponseRedirect:
+    def get(self, request: ApiRequest, job_id: str, role: str) -> FileResponse | HttpResponseRedirect:
         job = _finished_job(request, job_id)
         stored = job.result_files.get(role)
         if stored is None:
@@ -262,7 +271,7 @@ class JobResultFileApi(APIView):
         return _file_response(job, key=stored["key"], content_type=stored["content_type"], url=url)
 
 
-def _finished_job(request: Request, job_id: str) -> Job:
+def _finished_job(request: ApiRequest, job_id: str) -> Job:
     job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
     if job.status == Job.Status.EXPIRED or (job.result_expires_at and job.result_expires_at < timezone.now()):
         raise ApplicationError("result_expired", "The result has expired and was deleted.", status=410)
@@ -287,7 +296,7 @@ def _file_response(job: Job, *, key: str, content_type: str, url: str) -> FileRe
 class JobCancelApi(APIView):
     @extend_schema(request=None, responses=JobSerializer)
     @idempotent
-    def post(self, request: Request, job_id: str) -> Response:
+    def post(self, request: ApiRequest, job_id: str) -> Response:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         job = services.job_cancel(job=job, actor=request.user.actor, ip=client_ip(request))
         return Response(_represent(job, request))
@@ -312,8 +321,11 @@ class JobEventsApi(APIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     http_method_names = ["get", "options"]  # no HEAD: it would open a whole stream
 
-    @extend_schema(parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER), OpenApiParameter("last_event_id", str)], responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "Server-Sent Events: status, progress, done")})
-    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+    @extend_schema(
+        parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER), OpenApiParameter("last_event_id", str)],
+        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "Server-Sent Events: status, progress, done")},
+    )
+    def get(self, request: ApiRequest, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or ""
         if last_event_id and not events.is_event_id(last_event_id):
@@ -332,5 +344,5 @@ class UsageApi(APIView):
     """This month's counters and the tenant's limits."""
 
     @extend_schema(responses=UsageSerializer)
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiRequest) -> Response:
         return Response(selectors.usage_summary(tenant=request.user.tenant))

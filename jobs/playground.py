@@ -39,7 +39,7 @@ def playground_catalog() -> dict[str, Any]:
     talking-head defaults and limits. Metadata only: cheap, no model loads."""
     tts = []
     for name in registry.engine_names(registry.TTS):
-        cls = registry.engine_class(name)
+        cls = registry.engine_class(name, registry.TTS)
         if cls.configuration_problem():
             continue
         tts.append({
@@ -48,19 +48,19 @@ def playground_catalog() -> dict[str, Any]:
         })
     video = []
     for name in registry.engine_names(registry.TALKING_HEAD):
-        cls = registry.engine_class(name)
-        if cls.configuration_problem():
+        video_cls = registry.engine_class(name, registry.TALKING_HEAD)
+        if video_cls.configuration_problem():
             continue
         video.append({
-            "name": name, "options": sorted(cls.options), "resolutions": list(cls.resolutions),
-            "frame_rates": list(cls.frame_rates) if cls.frame_rates else None,
+            "name": name, "options": sorted(video_cls.options), "resolutions": list(video_cls.resolutions),
+            "frame_rates": list(video_cls.frame_rates) if video_cls.frame_rates else None,
         })
     return {
         "tts_engines": tts,
         "video_engines": video,
         "default_video_engine": settings.TALKING_HEAD_DEFAULT_ENGINE,
         # registry.default_engine_for, for the page to say what "automatic" picks
-        "default_tts_engine": {"neural": "piper", "neural_languages": sorted(registry.engine_class("piper").languages()),
+        "default_tts_engine": {"neural": "piper", "neural_languages": sorted(registry.engine_class("piper", registry.TTS).languages()),
                                "other": "espeak"},
         "formats": sorted(FORMATS),
         "talking_head_defaults": services.TALKING_HEAD_DEFAULTS,

@@ -158,6 +158,7 @@ def jobs_inputs_purge(*, now: datetime, report: PurgeReport, batch_size: int = 5
     )
     for job in candidates.iterator(chunk_size=batch_size):
         days = retention.get(job.tenant_id, settings.JOB_RESULT_RETENTION_DAYS)
+        assert job.finished_at is not None  # filtered on it
         if job.finished_at > now - timedelta(days=days):
             continue
         keys = list(job.input_files.values())

@@ -129,6 +129,7 @@ def dashboard_stats(*, now: Any, window_minutes: int = 60, sample_limit: int = 2
     for finished_at, kind, status, started_at, cache_hit in ended.values_list("finished_at", "kind", "status", "started_at", "cache_hit")[
         :sample_limit
     ]:
+        assert finished_at is not None  # filtered on it
         bucket = min(window_minutes - 1, minute(finished_at))
         finished[bucket] += 1
         if status == Job.Status.FAILED:

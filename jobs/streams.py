@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
@@ -26,6 +26,9 @@ from jobs.models import Job
 from jobs.representation import job_representation
 
 _REDIS_RETRY_S = 3.0  # while Redis is down each stream polls the row this often
+
+# Stream entries as this client returns them (bytes: no decode_responses).
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 def _frame(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
@@ -41,7 +44,7 @@ def _snapshot(job_id: Any, base_url: str) -> tuple[bool, dict[str, Any]]:
 
 
 async def _tail_id(client: aioredis.Redis, key: str) -> str:
-    last = await client.xrevrange(key, count=1)
+    last = cast(_Entries, await client.xrevrange(key, count=1))
     return last[0][0].decode() if last else "0-0"
 
 
@@ -69,7 +72,7 @@ async def job_event_stream(*, job_id: Any, last_event_id: str, base_url: str) ->
             yield _frame(events.STATUS, body, last_event_id)
         while loop.time() < deadline:
             try:
-                entries = await client.xread({key: last_event_id}, block=block_ms, count=100)
+                entries = cast("list[tuple[bytes, _Entries]] | None", await client.xread({key: last_event_id}, block=block_ms, count=100))
             except (aioredis.RedisError, OSError):
                 entries = None
                 await asyncio.sleep(_REDIS_RETRY_S)

@@ -65,6 +65,7 @@ def file_sha256(upload: UploadedFile) -> str:
 def image_check(upload: UploadedFile) -> ImageFacts:
     from PIL import Image, UnidentifiedImageError
 
+    assert upload.size is not None  # set on every uploaded file
     if upload.size > settings.TALKING_HEAD_MAX_IMAGE_BYTES:
         raise _too_large("image", upload.size, settings.TALKING_HEAD_MAX_IMAGE_BYTES)
     if upload.size == 0:
@@ -113,6 +114,7 @@ def image_check(upload: UploadedFile) -> ImageFacts:
 
 
 def audio_check(upload: UploadedFile) -> AudioFacts:
+    assert upload.size is not None  # set on every uploaded file
     if upload.size > settings.TALKING_HEAD_MAX_AUDIO_BYTES:
         raise _too_large("audio", upload.size, settings.TALKING_HEAD_MAX_AUDIO_BYTES)
     if upload.size == 0:

@@ -29,6 +29,18 @@ class ApiClient:
         return f"api_key:{self.api_key.prefix}"
 
 
+class ApiRequest(Request):
+    """The type of ``request`` in the /v1 views: DRF's ``Request`` once
+    ``ApiKeyAuthentication`` and ``IsAuthenticated`` (the REST_FRAMEWORK
+    defaults) have passed, so ``user`` is the ``ApiClient`` and ``auth`` its
+    ``ApiKey``. For the type checker only: DRF builds plain ``Request``
+    objects, so never instantiate it or test ``isinstance`` against it. A view
+    that allows anonymous requests must take a plain ``Request``."""
+
+    user: ApiClient  # type: ignore[assignment]  # DRF types it as a Django user
+    auth: ApiKey
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 

@@ -20,8 +20,12 @@ class Tenant(models.Model):
     webhooks_version = models.PositiveIntegerField(default=0, editable=False)
 
     # Limits; empty means the deployment's default (settings TENANT_*).
-    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests per minute, whole tenant.")
-    key_rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests per minute, per key.")
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests per minute, whole tenant."
+    )
+    key_rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests per minute, per key."
+    )
     max_active_jobs = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="Queued + running jobs.")
     monthly_seconds_quota = models.PositiveIntegerField(
         null=True, blank=True, help_text="Generated audio/video seconds per calendar month (UTC); 0 = unlimited."

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.db.models import F
@@ -26,7 +26,8 @@ def tenant_create(*, slug: str, name: str = "", actor: str = "system") -> Tenant
 @transaction.atomic
 def api_key_create(*, tenant: Tenant, name: str, expires_at: datetime | None = None, actor: str = "system") -> tuple[ApiKey, str]:
     """Create a key and return it with its plaintext, which is never stored."""
-    api_key, raw_key = ApiKey.objects.create_key(tenant=tenant, name=name, expiry_date=expires_at)
+    key, raw_key = ApiKey.objects.create_key(tenant=tenant, name=name, expiry_date=expires_at)
+    api_key = cast(ApiKey, key)  # the manager makes its own model (typed as the abstract base)
     audit_record(action="api_key.create", actor=actor, tenant=tenant, target=api_key, metadata={"name": name, "prefix": api_key.prefix})
     return api_key, raw_key
 

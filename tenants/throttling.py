@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from tenants.authentication import ApiClient
 from tenants.limits import tenant_limits
 from tenants.ratelimit import rate_limit_check
 
@@ -14,7 +15,7 @@ from tenants.ratelimit import rate_limit_check
 class TenantRateThrottle(BaseThrottle):
     def allow_request(self, request: Request, view: Any) -> bool:
         client = request.user
-        if client is None or not getattr(client, "is_authenticated", False):
+        if not isinstance(client, ApiClient):  # None (UNAUTHENTICATED_USER) or not authenticated
             return True  # authentication answers first (401)
         limits = tenant_limits(client.tenant)
         decision = rate_limit_check(

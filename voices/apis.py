@@ -6,7 +6,6 @@ from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,6 +15,7 @@ from core.fields import StrictCharField, StrictSerializer
 from core.pagination import NewestFirstCursorPagination
 from core.schema import page_of
 from engines import registry
+from tenants.authentication import ApiRequest
 from voices import selectors, services
 from voices.models import VoicePrompt
 from voices.representation import voice_representation
@@ -48,7 +48,7 @@ class VoiceListCreateApi(APIView):
             201: OpenApiResponse(VoiceSerializer, "Analysed (ready), or still processing if analysis took longer than the wait"),
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -66,7 +66,7 @@ class VoiceListCreateApi(APIView):
         parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
         responses=page_of(VoiceSerializer, "VoicePage"),
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         voices = selectors.voice_list(tenant=request.user.tenant, **filters.validated_data)
@@ -77,11 +77,11 @@ class VoiceListCreateApi(APIView):
 
 class VoiceDetailApi(APIView):
     @extend_schema(responses=VoiceSerializer)
-    def get(self, request: Request, voice_id: str) -> Response:
+    def get(self, request: ApiRequest, voice_id: str) -> Response:
         return Response(voice_representation(selectors.voice_get(tenant=request.user.tenant, voice_id=voice_id)))
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, voice_id: str) -> Response:
+    def delete(self, request: ApiRequest, voice_id: str) -> Response:
         voice = selectors.voice_get(tenant=request.user.tenant, voice_id=voice_id)
         services.voice_delete(voice=voice, actor=request.user.actor, ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -7,16 +7,16 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.idempotency import idempotent
 from core.context import client_ip
 from core.fields import StrictCharField, StrictSerializer
+from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
-from core.schema import page_of
 from core.responses import iso as _iso
+from core.schema import page_of
+from tenants.authentication import ApiRequest
 from webhooks import selectors, services
 from webhooks.models import Delivery, Endpoint, SigningSecrets
 from webhooks.schemas import (
@@ -93,14 +93,14 @@ class EndpointListApi(APIView):
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
         responses=page_of(EndpointSerializer, "EndpointPage"),
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiRequest) -> Response:
         paginator = NewestFirstCursorPagination()
         page = paginator.paginate_queryset(selectors.endpoint_list(tenant=request.user.tenant), request, view=self)
         return paginator.get_paginated_response([endpoint_representation(endpoint) for endpoint in page])
 
     @extend_schema(request=_EndpointInput, responses={201: EndpointWithSecretSerializer, 200: EndpointWithSecretSerializer})
     @idempotent
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiRequest) -> Response:
         data = _EndpointInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -116,12 +116,12 @@ class EndpointListApi(APIView):
 
 class EndpointDetailApi(APIView):
     @extend_schema(responses=EndpointSerializer)
-    def get(self, request: Request, endpoint_id: str) -> Response:
+    def get(self, request: ApiRequest, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         return Response(endpoint_representation(endpoint))
 
     @extend_schema(request=_EndpointInput(partial=True), responses=EndpointSerializer)
-    def patch(self, request: Request, endpoint_id: str) -> Response:
+    def patch(self, request: ApiRequest, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         data = _EndpointInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -132,7 +132,7 @@ class EndpointDetailApi(APIView):
         return Response(endpoint_representation(endpoint))
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, endpoint_id: str) -> Response:
+    def delete(self, request: ApiRequest, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         services.endpoint_delete(endpoint=endpoint, actor=request.user.actor, ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -140,7 +140,7 @@ class EndpointDetailApi(APIView):
 
 class EndpointSecretApi(APIView):
     @extend_schema(responses=SecretSerializer)
-    def get(self, request: Request, endpoint_id: str) -> Response:
+    def get(self, request: ApiRequest, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         return Response(_secret_representation(endpoint))
 
@@ -148,7 +148,7 @@ class EndpointSecretApi(APIView):
 class EndpointSecretRotateApi(APIView):
     @extend_schema(request=None, responses=SecretSerializer)
     @idempotent
-    def post(self, request: Request, endpoint_id: str) -> Response:
+    def post(self, request: ApiRequest, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(tenant=request.user.tenant, endpoint_id=endpoint_id)
         endpoint = services.endpoint_secret_rotate(endpoint=endpoint, actor=request.user.actor, ip=client_ip(request))
         return Response(_secret_representation(endpoint))
@@ -158,14 +158,14 @@ class TenantSecretApi(APIView):
     """The secret that signs deliveries to per-job ``webhook_url``s."""
 
     @extend_schema(responses=SecretSerializer)
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiRequest) -> Response:
         return Response(_secret_representation(services.tenant_signing_secret(tenant=request.user.tenant)))
 
 
 class TenantSecretRotateApi(APIView):
     @extend_schema(request=None, responses=SecretSerializer)
     @idempotent
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiRequest) -> Response:
         holder = services.tenant_signing_secret_rotate(tenant=request.user.tenant, actor=request.user.actor, ip=client_ip(request))
         return Response(_secret_representation(holder))
 
@@ -181,7 +181,7 @@ class DeliveryListApi(APIView):
         parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
         responses=page_of(DeliverySerializer, "DeliveryPage"),
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         deliveries = selectors.delivery_list(tenant=request.user.tenant, **filters.validated_data)
@@ -192,7 +192,7 @@ class DeliveryListApi(APIView):
 
 class DeliveryDetailApi(APIView):
     @extend_schema(responses=DeliveryDetailSerializer)
-    def get(self, request: Request, delivery_id: str) -> Response:
+    def get(self, request: ApiRequest, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
         return Response(delivery_representation(delivery, with_attempts=True))
 
@@ -200,7 +200,7 @@ class DeliveryDetailApi(APIView):
 class DeliveryReplayApi(APIView):
     @extend_schema(request=None, responses={202: DeliverySerializer, 200: DeliverySerializer})
     @idempotent
-    def post(self, request: Request, delivery_id: str) -> Response:
+    def post(self, request: ApiRequest, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(tenant=request.user.tenant, delivery_id=delivery_id)
         delivery = services.delivery_replay(delivery=delivery, actor=request.user.actor, ip=client_ip(request))
         return Response(delivery_representation(delivery), status=status.HTTP_202_ACCEPTED)

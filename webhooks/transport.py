@@ -88,7 +88,7 @@ def url_check(url: str) -> None:
     except (socket.gaierror, UnicodeError):
         raise Unresolvable(f"The host '{parts.hostname}' does not resolve.") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])  # (str for IP families)
         if address_is_forbidden(address):
             raise UnsafeTarget(f"The host '{parts.hostname}' resolves to a private or reserved address ({address}).")
 

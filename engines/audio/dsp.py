@@ -60,4 +60,5 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     divisor = gcd(from_rate, to_rate)
-    return resample_poly(audio, to_rate // divisor, from_rate // divisor).astype(np.float32)
+    resampled: np.ndarray = resample_poly(audio, to_rate // divisor, from_rate // divisor).astype(np.float32)
+    return resampled

@@ -10,8 +10,12 @@ from __future__ import annotations
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:  # PyAV is imported lazily (workers only)
+    from av.audio.stream import AudioStream
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def _encode_with_av(audio: np.ndarray, sample_rate: int, path: Path, spec: Audio
 
     rate = spec.sample_rate or sample_rate
     with av.open(str(path), "w", format=spec.container) as container:
-        stream = container.add_stream(spec.codec, rate=rate, layout="mono")
+        stream = cast("AudioStream", container.add_stream(spec.codec, rate=rate, layout="mono"))  # FORMATS holds audio codecs
         frame = av.AudioFrame.from_ndarray(audio[np.newaxis, :], format="flt", layout="mono")
         frame.sample_rate = sample_rate
         resampler = av.AudioResampler(format=stream.codec_context.format, layout="mono", rate=rate)

@@ -123,15 +123,16 @@ class CosyVoiceEngine(TTSEngine):
 
         if not self.config.urls:
             raise PermanentEngineError("No CosyVoice server is configured (COSYVOICE_URLS).", code="engine_not_configured")
-        self.sample_rate = self.config.sample_rate
+        # TTSEngine declares sample_rate a ClassVar; this adapter's rate is the server's, per instance.
+        self.sample_rate = self.config.sample_rate  # type: ignore[misc]
         self._http = urllib3.PoolManager(num_pools=8, maxsize=8, retries=False)
 
     def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         if request.voice is None:
             raise PermanentEngineError("CosyVoice needs a voice prompt (voice_id).", code="voice_required")
-        path, fields = inference_call(request, text, prompt_style=self.config.prompt_style)
+        path, text_fields = inference_call(request, text, prompt_style=self.config.prompt_style)
         prompt = request.voice.audio_path.read_bytes()
-        fields = {**fields, "prompt_wav": ("prompt_wav.wav", prompt, "audio/wav")}
+        fields: dict[str, Any] = {**text_fields, "prompt_wav": ("prompt_wav.wav", prompt, "audio/wav")}
         failures = []
         for _ in range(max(1, self.config.attempts)):
             url = self._pick_url() + path

@@ -143,7 +143,7 @@ class EspeakEngine(TTSEngine):
             _Native.samples = []
             if self._lib.espeak_SetVoiceByName(identifier.encode()) != 0:
                 raise PermanentEngineError(f"espeak could not select voice '{identifier}'.", code="unsupported_language")
-            self._lib.espeak_SetParameter(_ESPEAK_RATE, int(round(_DEFAULT_WPM * speed)), 0)
+            self._lib.espeak_SetParameter(_ESPEAK_RATE, round(_DEFAULT_WPM * speed), 0)
             status = self._lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _ESPEAK_CHARS_UTF8, None, None)
             self._lib.espeak_Synchronize()
             samples, _Native.samples = _Native.samples, []

@@ -79,7 +79,7 @@ class BuiltinEngine(TalkingHeadEngine):
         )
 
 
-def _crop_face(portrait: np.ndarray, face: FaceBox, size: int, expand_ratio: float):
+def _crop_face(portrait: np.ndarray, face: FaceBox, size: int, expand_ratio: float) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
     """Sonic-style square crop: the face fills (1 - 2 x expand_ratio) of the
     side, a little above centre to leave room for the hair; kept inside the
     picture. Returns the resized crop, the crop box and the landmarks in it."""
@@ -102,7 +102,7 @@ def _crop_face(portrait: np.ndarray, face: FaceBox, size: int, expand_ratio: flo
     center_x, center_y = (x0 + x1) / 2, (y0 + y1) / 2
     left = float(np.clip(center_x - side / 2, 0, width - side))
     top = float(np.clip(center_y - side / 2, 0, height - side))
-    crop = Image.fromarray(portrait).resize((size, size), Image.LANCZOS, box=(left, top, left + side, top + side))
+    crop = Image.fromarray(portrait).resize((size, size), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
     scale = size / side
     in_crop = (landmarks - [left, top]) * scale
     return np.asarray(crop), {"left": round(left), "top": round(top), "side": round(side)}, in_crop
@@ -137,7 +137,7 @@ def _blinks(frames: int, fps: int, *, seed: int) -> np.ndarray:
     return track
 
 
-def _head_motion(track: MouthTrack, fps: int, rig: rigging.Rig, *, seed: int, scale: float):
+def _head_motion(track: MouthTrack, fps: int, rig: rigging.Rig, *, seed: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slow sway (a few incommensurate sines) that livens up while speaking,
     and small nods on emphasis."""
     rng = np.random.default_rng(seed)
@@ -147,7 +147,8 @@ def _head_motion(track: MouthTrack, fps: int, rig: rigging.Rig, *, seed: int, sc
     def sway(amplitude: float) -> np.ndarray:
         freqs, phases = rng.uniform(0.07, 0.35, 3), rng.uniform(0, 2 * math.pi, 3)
         wave = sum(np.sin(2 * math.pi * f * t + p) for f, p in zip(freqs, phases, strict=True)) / 3
-        return amplitude * wave * (0.6 + 0.6 * activity)
+        motion: np.ndarray = amplitude * wave * (0.6 + 0.6 * activity)
+        return motion
 
     s = rig.face_height
     turn = sway(math.radians(1.6)) * scale

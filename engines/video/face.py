@@ -17,9 +17,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -159,7 +161,7 @@ class FaceModels:
         return to_image(points), float(1 / (1 + math.exp(-float(presence.reshape(-1)[0]))))
 
 
-def _square_tiles(rgb: np.ndarray):
+def _square_tiles(rgb: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
     height, width = rgb.shape[:2]
     side, long = min(height, width), max(height, width)
     if long < side * 1.3:
@@ -172,7 +174,7 @@ def _square_tiles(rgb: np.ndarray):
 
 def _shifted(face: Detection, left: float, top: float) -> Detection:
     box = face.box
-    return Detection(FaceBox(box.left + left, box.top + top, box.width, box.height, box.score), face.keypoints + [left, top])
+    return Detection(FaceBox(box.left + left, box.top + top, box.width, box.height, box.score), face.keypoints + [left, top])  # noqa: RUF005 (ndarray + list adds)
 
 
 def _corners(box: FaceBox) -> np.ndarray:
@@ -186,14 +188,14 @@ def _letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float, float, fl
     height, width = rgb.shape[:2]
     scale = size / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BILINEAR))
     canvas = np.zeros((size, size, 3), np.uint8)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
     return canvas.astype(np.float32) / 127.5 - 1.0, scale, float(pad_x), float(pad_y)
 
 
-def _weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray):
+def _weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
     """MediaPipe's weighted NMS: overlapping candidates are averaged, weighted by score."""
     order = list(np.argsort(-scores))
     while order:
@@ -213,7 +215,8 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
     area = np.prod(box[2:] - box[:2])
     areas = np.prod(others[:, 2:] - others[:, :2], axis=1)
-    return intersection / np.maximum(area + areas - intersection, 1e-9)
+    iou: np.ndarray = intersection / np.maximum(area + areas - intersection, 1e-9)
+    return iou
 
 
 def _landmark_roi(face: Detection) -> tuple[np.ndarray, float, float]:
@@ -226,7 +229,9 @@ def _landmark_roi(face: Detection) -> tuple[np.ndarray, float, float]:
     return center, max(box.width, box.height) * 1.5, angle
 
 
-def _rotated_crop(rgb: np.ndarray, center: np.ndarray, side: float, angle: float, size: int):
+def _rotated_crop(
+    rgb: np.ndarray, center: np.ndarray, side: float, angle: float, size: int
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """A size x size crop of the rotated square ROI, and the map back to image pixels."""
     from PIL import Image
 
@@ -237,7 +242,7 @@ def _rotated_crop(rgb: np.ndarray, center: np.ndarray, side: float, angle: float
     d, e = sin * unit, cos * unit
     c = center[0] - (a + b) * size / 2
     f = center[1] - (d + e) * size / 2
-    crop = Image.fromarray(rgb).transform((size, size), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
+    crop = Image.fromarray(rgb).transform((size, size), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=Image.Resampling.BILINEAR)
 
     def to_image(points: np.ndarray) -> np.ndarray:
         x, y = points[:, 0], points[:, 1]
@@ -261,5 +266,5 @@ def face_models() -> FaceModels:
 
 def mouth_opening(landmarks: np.ndarray) -> float:
     """Inner-lip gap as a share of the face height (forehead to chin)."""
-    face_height = np.linalg.norm(landmarks[CHIN] - landmarks[FOREHEAD])
+    face_height = float(np.linalg.norm(landmarks[CHIN] - landmarks[FOREHEAD]))
     return float(np.linalg.norm(landmarks[LOWER_LIP_CENTER] - landmarks[UPPER_LIP_CENTER]) / max(face_height, 1e-6))

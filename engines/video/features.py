@@ -35,7 +35,7 @@ class MouthTrack:
 
 def frame_count(duration_s: float, fps: int) -> int:
     """Frames covering the audio: the video is as long as the audio ± 1 frame."""
-    return max(1, int(round(duration_s * fps)))
+    return max(1, round(duration_s * fps))
 
 
 def loudness_per_frame(samples: np.ndarray, fps: int, frames: int, rate: int = ANALYSIS_RATE) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +84,7 @@ def _smooth(track: np.ndarray, *, sigma_frames: float) -> np.ndarray:
     """Zero-phase Gaussian smoothing: no lag between sound and mouth."""
     if sigma_frames <= 0 or track.size < 3:
         return track.astype(np.float32)
-    radius = max(1, int(round(3 * sigma_frames)))
+    radius = max(1, round(3 * sigma_frames))
     kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_frames) ** 2)
     kernel /= kernel.sum()
     return np.convolve(np.pad(track, radius, mode="edge"), kernel, mode="valid").astype(np.float32)

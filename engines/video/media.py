@@ -10,8 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # PyAV is imported lazily (workers only)
+    from av.audio.stream import AudioStream
+    from av.packet import Packet
 
 AUDIO_RATE = 48000  # AAC's usual rate; every player handles it
 
@@ -52,8 +57,13 @@ def probe_video(path: Path) -> VideoInfo:
             video_codec=video.codec_context.name,
             video_duration_s=video_duration,
             audio_codec=audio.codec_context.name if audio else None,
-            audio_duration_s=float(audio.duration * audio.time_base) if audio is not None and audio.duration else None,
-            audio_start_s=float(audio.start_time * audio.time_base) if audio is not None and audio.start_time is not None else None,
+            # (A demuxed stream always has a time base; the stubs allow None.)
+            audio_duration_s=float(audio.duration * audio.time_base) if audio is not None and audio.duration and audio.time_base else None,
+            audio_start_s=(
+                float(audio.start_time * audio.time_base)
+                if audio is not None and audio.start_time is not None and audio.time_base
+                else None
+            ),
         )
 
 
@@ -80,13 +90,14 @@ def write_mp4(
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = index
             container.mux(video.encode(frame))
-            while pending and pending[0].pts * sound.codec_context.time_base <= Fraction(index + 1, fps):
+            # _audio_packets keeps only packets with a pts.
+            while pending and pending[0].pts * sound.codec_context.time_base <= Fraction(index + 1, fps):  # type: ignore[operator]
                 container.mux(pending.pop(0))
         container.mux(video.encode(None))
         container.mux(pending)
 
 
-def _audio_packets(stream, audio: np.ndarray, rate: int) -> list:
+def _audio_packets(stream: AudioStream, audio: np.ndarray, rate: int) -> list[Packet[AudioStream]]:
     import av
 
     samples = np.clip(np.asarray(audio, dtype=np.float32), -1, 1)[np.newaxis, :]

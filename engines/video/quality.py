@@ -50,7 +50,7 @@ def measure(path: Path, *, max_lag: int = 4) -> LipSyncReport:
         mouth.append(mouth_opening(landmarks) if landmarks is not None else np.nan)
         if previous is None:
             outside = _outside_head(frame.shape[:2], landmarks)
-        elif outside.any():
+        elif outside is not None and outside.any():  # set at the first frame
             changes.append(float(np.abs(frame[outside].astype(np.int16) - previous[outside].astype(np.int16)).mean()))
         previous = frame
     mouth_track = np.array(mouth, dtype=np.float64)
@@ -92,7 +92,8 @@ def _outside_head(shape: tuple[int, int], landmarks: np.ndarray | None) -> np.nd
     oval = landmarks[list(FACE_OVAL)]
     center, radii = oval.mean(0), (oval.max(0) - oval.min(0)) / 2 * STABLE_OUTSIDE_SCALE
     ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
-    return ((xs - center[0]) / radii[0]) ** 2 + ((ys - center[1]) / radii[1]) ** 2 > 1
+    outside: np.ndarray = ((xs - center[0]) / radii[0]) ** 2 + ((ys - center[1]) / radii[1]) ** 2 > 1
+    return outside
 
 
 def _loudness_per_frame(audio: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:

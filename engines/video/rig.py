@@ -14,6 +14,7 @@ Pixels outside the head's soft mask never move: the background is stable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +127,8 @@ def _rbf(grid: np.ndarray, controls: np.ndarray, displacements: np.ndarray, sigm
     weights = np.exp(-squared / (2 * sigma * sigma))
     background = np.exp(-2.0)  # the weight of a control 2 sigma away
     field = weights @ displacements / (weights.sum(axis=1, keepdims=True) + background)
-    return field.reshape(*grid.shape[:-1], displacements.shape[-1]).astype(np.float32)
+    result: np.ndarray = field.reshape(*grid.shape[:-1], displacements.shape[-1]).astype(np.float32)
+    return result
 
 
 def _mouth_controls(points: np.ndarray, s: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -136,7 +138,8 @@ def _mouth_controls(points: np.ndarray, s: float) -> dict[str, tuple[np.ndarray,
 
     def toward_center(index: int) -> np.ndarray:
         direction = mouth_center - points[index]
-        return direction / max(np.linalg.norm(direction), 1e-6)
+        unit: np.ndarray = direction / max(np.linalg.norm(direction), 1e-6)
+        return unit
 
     def lateral(index: int) -> float:  # -1 at the left corner, +1 at the right
         half_width = max(abs(points[291][0] - points[61][0]) / 2, 1e-6)
@@ -186,7 +189,7 @@ def _mouth_controls(points: np.ndarray, s: float) -> dict[str, tuple[np.ndarray,
     for dx in (-0.25, 0, 0.25):
         lower.append((chin + np.array([dx, 0.3]) * s, zero, zero, zero, zero))
 
-    def pack(rows):
+    def pack(rows: Sequence[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray]:
         controls = np.array([row[0] for row in rows])
         displacements = np.concatenate([np.array([row[k] for row in rows]) for k in (1, 2, 3, 4)], axis=1)  # N x 8
         return controls, displacements
@@ -194,7 +197,7 @@ def _mouth_controls(points: np.ndarray, s: float) -> dict[str, tuple[np.ndarray,
     return {"upper": pack(upper), "lower": pack(lower)}
 
 
-def _close_exactly(points: np.ndarray, controls: dict, sigma: float, rounds: int = 4) -> None:
+def _close_exactly(points: np.ndarray, controls: dict[str, tuple[np.ndarray, np.ndarray]], sigma: float, rounds: int = 4) -> None:
     """Interpolation blurs the closing displacements (neighbours average in),
     leaving a sliver of a gap. Feed the remaining gap back into the inner-lip
     controls until the lips meet."""
@@ -225,7 +228,9 @@ def _rows_of(controls: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.array(rows)
 
 
-def _mouth_bases(points, s, grid, bases, upper_pts, lower_pts) -> None:
+def _mouth_bases(
+    points: np.ndarray, s: float, grid: np.ndarray, bases: np.ndarray, upper_pts: np.ndarray, lower_pts: np.ndarray
+) -> None:
     controls = _mouth_controls(points, s)
     sigma = 0.055 * s
     _close_exactly(points, controls, sigma)
@@ -249,10 +254,11 @@ def _below_seam(points: np.ndarray, grid: np.ndarray, s: float) -> np.ndarray:
     seam_y = np.interp(x, xs, ys)
     beyond = np.maximum(xs[0] - x, 0) + np.maximum(x - xs[-1], 0)
     softness = 0.6 + 0.5 * beyond
-    return (1 / (1 + np.exp(np.clip(-(y - seam_y) / softness, -60, 60)))).astype(np.float32)
+    below: np.ndarray = (1 / (1 + np.exp(np.clip(-(y - seam_y) / softness, -60, 60)))).astype(np.float32)
+    return below
 
 
-def _blink_bases(points, s, grid, bases) -> None:
+def _blink_bases(points: np.ndarray, s: float, grid: np.ndarray, bases: np.ndarray) -> None:
     sigma = 0.03 * s
     eyes = ((BLINK_RIGHT, fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_EYE_CORNERS),
             (BLINK_LEFT, fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_EYE_CORNERS))
@@ -275,7 +281,9 @@ def _sorted_xy(contour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return contour[order, 0], contour[order, 1]
 
 
-def _head_bases(points, s, mask, grid, bases, upper_pts, lower_pts) -> None:
+def _head_bases(
+    points: np.ndarray, s: float, mask: np.ndarray, grid: np.ndarray, bases: np.ndarray, upper_pts: np.ndarray, lower_pts: np.ndarray
+) -> None:
     """Turn (radians, about a pivot in the neck) and shift (pixels), inside a
     feathered ellipse around the head."""
     pivot = points[fm.CHIN] + np.array([0, 0.35 * s])
@@ -293,7 +301,8 @@ def _head_bases(points, s, mask, grid, bases, upper_pts, lower_pts) -> None:
 def _head_mask(grid: np.ndarray, center: np.ndarray, radii: np.ndarray, feather: float) -> np.ndarray:
     offset = (grid - center) / radii
     distance = (np.sqrt((offset ** 2).sum(-1)) - 1) * radii.min()  # ~pixels outside the ellipse
-    return np.clip(0.5 - distance / (2 * feather), 0, 1).astype(np.float32) ** 1.5
+    mask: np.ndarray = np.clip(0.5 - distance / (2 * feather), 0, 1).astype(np.float32) ** 1.5
+    return mask
 
 
 def mouth_polygon(rig: Rig, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -151,7 +151,8 @@ class SonicConfig:
 
 
 def load_template(path: Path = WORKFLOW_PATH) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    template: dict[str, Any] = json.loads(path.read_text())
+    return template
 
 
 def node_duration(duration_s: float) -> float:
@@ -267,7 +268,7 @@ def face_crop(portrait: np.ndarray, face: FaceBox, size: int, expand_ratio: floa
     side = min(max(face.width, face.height) * (1 + 2 * expand_ratio), width, height)
     left = float(np.clip(face.left + face.width / 2 - side / 2, 0, width - side))
     top = float(np.clip(face.top + face.height / 2 - side / 2, 0, height - side))
-    crop = Image.fromarray(portrait).resize((size, size), Image.LANCZOS, box=(left, top, left + side, top + side))
+    crop = Image.fromarray(portrait).resize((size, size), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
     out = io.BytesIO()
     crop.save(out, format="PNG")
     return out.getvalue(), {"left": round(left), "top": round(top), "side": round(side)}
@@ -652,7 +653,8 @@ def _video_output(entry: Mapping[str, Any]) -> dict[str, Any]:
     videos = [item for item in node_output.get("gifs", []) if item.get("filename") and str(item.get("format", "")).startswith("video/")]
     if not videos:
         raise TransientEngineError("ComfyUI finished without a video output.")
-    return videos[-1]
+    video: dict[str, Any] = videos[-1]
+    return video
 
 
 def _result(path: Path, info: dict[str, Any]) -> TalkingHeadResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO, cast
 from unittest import mock
 
 from django.core.management.base import OutputWrapper
@@ -28,7 +29,7 @@ class _LogLines:
 
 class Command(rundramatiq.Command):
     def handle(self, *args, **options):
-        self.stdout = OutputWrapper(_LogLines())
+        self.stdout = OutputWrapper(cast(TextIO, _LogLines()))  # write() and flush() are all it uses
         def exec_json_logging(_path: str, argv: list[str]) -> None:
             # argv[0] is "dramatiq"; the rest are the options django_dramatiq built.
             os.execv(sys.executable, [sys.executable, "-m", "core.dramatiq_main", *argv[1:]])

@@ -121,7 +121,7 @@ class Command(BaseCommand):
             # Local development: webhooks may reach receivers on this machine.
             "WEBHOOK_ALLOWED_NETWORKS": os.environ.get("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
         }
-        worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}
+        worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}  # noqa: SIM112 (dramatiq's own name)
         specs = []
         for name, queues, pool_threads, pool_env in POOLS:
             argv = [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes if name == "worker" else 1),

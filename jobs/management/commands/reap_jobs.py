@@ -23,6 +23,7 @@ class Command(BaseCommand):
         deliveries = webhooks_sweep()
         voices = voices_resend_stuck()
         self.stdout.write(
-            f"resent {resent} unsent job(s); requeued {requeued} abandoned job(s); stopped {overdue} job(s) over their time limit; sent {deliveries} due webhook deliveries; "
+            f"resent {resent} unsent job(s); requeued {requeued} abandoned job(s); stopped {overdue} job(s) over their time limit; "
+            f"sent {deliveries} due webhook deliveries; "
             f"re-queued {voices} voice analyses"
         )
