@@ -5,8 +5,6 @@ use to send; this module is imported by workers only."""
 
 from typing import Any
 
-from typing import Any
-
 import dramatiq
 from django.conf import settings
 
@@ -27,9 +25,8 @@ def _job_actor(route: routing.Route) -> Any:
         services.job_run(job_id=job_id)
 
     run.__name__ = run.__qualname__ = route.actor_name
-    return dramatiq.actor(
-        run, actor_name=route.actor_name, queue_name=route.queue_name, priority=route.priority, **_JOB_ACTOR_OPTIONS
-    )
+    declare = dramatiq.actor(actor_name=route.actor_name, queue_name=route.queue_name, priority=route.priority, **_JOB_ACTOR_OPTIONS)
+    return declare(run)
 
 
 # High priority has its own queues (Redis has no per-message priority), so it

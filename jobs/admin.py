@@ -13,7 +13,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.exceptions import NotRegistered
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -138,7 +138,7 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
         view = self.admin_site.admin_view(self.result_view)
         return [path("<uuid:job_id>/result/<slug:role>/", view, name="jobs_job_result"), *super().get_urls()]
 
-    def result_view(self, request: HttpRequest, job_id: uuid.UUID, role: str) -> HttpResponse:
+    def result_view(self, request: HttpRequest, job_id: uuid.UUID, role: str) -> HttpResponse | FileResponse:
         job = get_object_or_404(Job, pk=job_id)
         item = job.stored_results().get(role)
         if not self.has_view_permission(request, job) or item is None or job.status == Job.Status.EXPIRED:

@@ -19,7 +19,7 @@ from webhooks.services import event_publish
 logger = logging.getLogger(__name__)
 Status = Job.Status
 
-_WEBHOOK_EVENT_BY_STATUS = {
+_WEBHOOK_EVENT_BY_STATUS: dict[str, str] = {
     Status.RUNNING: "job.started",
     Status.SUCCEEDED: "job.succeeded",
     Status.FAILED: "job.failed",

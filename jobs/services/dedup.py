@@ -40,7 +40,8 @@ def dedup_source(*, tenant: Tenant, dedup_key: str, priority: str) -> Job | None
         in_progress &= Q(priority=Job.Priority.HIGH)
     candidates = list(Job.objects.filter(finished | in_progress, tenant=tenant, dedup_key=dedup_key).order_by("-created_at")[:20])
     succeeded = [job for job in candidates if job.status == Status.SUCCEEDED]
-    return (succeeded or candidates or [None])[0]
+    preferred = succeeded or candidates
+    return preferred[0] if preferred else None
 
 
 def copied_result(source: Job) -> dict[str, Any]:

@@ -86,6 +86,8 @@ def job_render(job: Job, workdir: Path) -> JobOutput:
                 raise
             logger.warning("out of memory; rendering at a lower resolution", extra={"resolution": resolution})
             job_progress(job=job, percent=render_from, stage=f"out of memory at {resolution} px; retrying at {ladder[step + 1]} px")
+    else:  # an empty ladder: cannot happen (it holds at least the requested resolution)
+        raise AssertionError("no resolution to render at")
     info: dict[str, Any] = {
         "width": result.width, "height": result.height, "fps": result.fps, "frames": result.frames,
         "resolution": resolution, "requested_resolution": requested, "audio_duration_s": audio_duration,
