@@ -1,4 +1,6 @@
-"""Maps every API error to ``{"error": {code, message, details, request_id}}``."""
+"""DRF's exception handler (``REST_FRAMEWORK["EXCEPTION_HANDLER"]``): maps every
+API error to ``{"error": {code, message, details, request_id}}``. The error
+type itself, ``ApplicationError``, lives in ``core.errors``."""
 
 from __future__ import annotations
 
