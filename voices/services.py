@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from core.errors import ApplicationError, NotFound
+from core.redis import redis_client
 from core.storage import storage_errors
 from engines.tts.base import VoiceReference
 from tenants.models import Tenant
@@ -45,8 +46,13 @@ def _notify_key(voice_id: object) -> str:
     return f"mynah:voice-analyzed:{voice_id}"
 
 
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=settings.VOICE_ANALYSIS_WAIT_S + 5, socket_connect_timeout=1.0)
+# The wait blocks on BLPOP at most this long at a time; its client's socket
+# timeout is longer, so a quiet wait is never mistaken for a dead Redis.
+_NOTICE_BLOCK_MAX_S = 30
+
+
+def _notice_client() -> redis.Redis:
+    return redis_client(socket_timeout=_NOTICE_BLOCK_MAX_S + 5, socket_connect_timeout=1.0)
 
 
 # ---------------------------------------------------------------- web side
@@ -119,7 +125,7 @@ def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -
 def _wait_for_notice(voice_id: object, timeout_s: float) -> None:
     """Block on the worker's Redis notice; poll slowly if Redis is down."""
     try:
-        _redis().blpop([_notify_key(voice_id)], timeout=max(1, min(int(timeout_s), 30)))
+        _notice_client().blpop([_notify_key(voice_id)], timeout=max(1, min(int(timeout_s), _NOTICE_BLOCK_MAX_S)))
     except redis.RedisError:
         time.sleep(min(0.5, timeout_s))
 
@@ -206,7 +212,7 @@ def _voice_analyze_in(voice: VoicePrompt, workdir: Path) -> None:
 def _voice_finish(voice: VoicePrompt, **fields: object) -> bool:
     updated = VoicePrompt.objects.filter(id=voice.id, status=Status.PROCESSING).update(analyzed_at=timezone.now(), **fields)
     try:
-        client = _redis()
+        client = redis_client()
         client.rpush(_notify_key(voice.id), "1")
         client.expire(_notify_key(voice.id), 120)
     except redis.RedisError:  # the waiting request falls back to polling
