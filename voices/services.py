@@ -32,6 +32,7 @@ from core.redis import redis_client
 from core.storage import storage_errors
 from engines.tts.base import VoiceReference
 from tenants.models import Tenant
+from voices import routing
 from voices.models import VoicePrompt
 
 logger = logging.getLogger(__name__)
@@ -94,9 +95,7 @@ def voice_create(
 
 
 def _analysis_send(voice_id: object) -> None:
-    from voices.actors import voice_analyze
-
-    voice_analyze.send(str(voice_id))
+    routing.send(routing.VOICE_ANALYZE, str(voice_id))
 
 
 def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -> VoicePrompt:

@@ -24,7 +24,7 @@ from audit.services import audit_record
 from core import metrics
 from core.errors import ApplicationError
 from tenants.models import Tenant
-from webhooks import signing, transport
+from webhooks import routing, signing, transport
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, TenantSigningSecret
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,8 @@ def _deliveries_create(
 
 def _enqueue(delivery_id: Any, *, delay_s: float = 0.0) -> None:
     """Send the delivery's message; if Redis is down the sweeper sends it."""
-    from webhooks.actors import webhook_deliver
-
     try:
-        webhook_deliver.send_with_options(args=(str(delivery_id),), delay=int(delay_s * 1000) or None)
+        routing.send(routing.WEBHOOK_DELIVER, str(delivery_id), delay_ms=int(delay_s * 1000) or None)
     except Exception:  # broker connection errors of every kind
         logger.warning("could not enqueue a webhook delivery; the sweeper will", extra={"delivery_id": str(delivery_id)})
 
