@@ -166,3 +166,14 @@ def test_no_import_cycles_even_through_imports_inside_functions():
     stale = ALLOWED_CYCLES - cycles
     assert not stale, f"these cycles are gone: remove them from ALLOWED_CYCLES: {_readable(stale)}"
 
+
+def test_core_imports_no_app_not_even_inside_functions():
+    """Apps register what core runs for them (metrics readers, maintenance
+    steps) in their AppConfig.ready(); core never reaches into them."""
+    graph = _graph(in_functions=True)
+    offenders = {
+        module: sorted(target for target in targets if target.split(".")[0] in APPS)
+        for module, targets in graph.items()
+        if module.split(".")[0] == "core"
+    }
+    assert {module: targets for module, targets in offenders.items() if targets} == {}
