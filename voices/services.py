@@ -89,9 +89,19 @@ def voice_create(
             audit_record(action="voice.create", actor=actor, tenant=tenant, target=voice, ip=ip, metadata={"size_bytes": upload.size})
             transaction.on_commit(partial(_analysis_send, voice.id), robust=True)
     except Exception:
-        default_storage.delete(voice.upload_key)
-        raise
+        _upload_discard(voice.upload_key)
+        raise  # the original error, whatever the cleanup met
     return voice
+
+
+def _upload_discard(key: str) -> None:
+    """Best-effort removal of an upload whose voice was not saved. A failure
+    here is logged, never raised: it must not replace the error that made
+    the upload useless (the orphan sweep in purge_expired removes it later)."""
+    try:
+        default_storage.delete(key)
+    except Exception:
+        logger.warning("could not delete the upload of a voice that was not saved", extra={"key": key}, exc_info=True)
 
 
 def _analysis_send(voice_id: object) -> None:
