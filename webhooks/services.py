@@ -234,7 +234,7 @@ def _finish(
 
 def webhooks_sweep() -> int:
     """Send what a lost message, a dead worker or a long backoff left behind.
-    Run periodically (``reap_jobs``; ``make run`` does every 30 s)."""
+    Run periodically (``manage.py repair``; ``make run`` does every 30 s)."""
     now = timezone.now()
     expired_leases = Delivery.objects.filter(status=Delivery.Status.SENDING, locked_until__lt=now)
     # An attempt that never recorded its outcome (worker died, database error)
@@ -253,6 +253,24 @@ def webhooks_sweep() -> int:
     for delivery_id in due:
         _enqueue(delivery_id)
     return len(due)
+
+
+def deliveries_purge(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete finished deliveries (and their attempts) older than
+    WEBHOOK_DELIVERY_RETENTION_DAYS; pending ones are never touched. The
+    number deleted, or that would be."""
+    old = Delivery.objects.filter(
+        status__in=[Delivery.Status.SUCCEEDED, Delivery.Status.FAILED],
+        created_at__lt=now - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS),
+    )
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:  # in batches: one huge DELETE would hold locks for long
+        ids = list(old.values_list("id", flat=True)[:1000])
+        if not ids:
+            return deleted
+        deleted += Delivery.objects.filter(id__in=ids).delete()[1].get(Delivery._meta.label, 0)
 
 
 def delivery_replay(*, delivery: Delivery, actor: str, ip: str | None = None) -> Delivery:

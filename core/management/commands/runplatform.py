@@ -38,7 +38,7 @@ POOLS = [
 
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "make-run demo key"
-REAP_INTERVAL_S = 30.0
+REPAIR_INTERVAL_S = 30.0
 
 
 class Command(BaseCommand):
@@ -181,15 +181,15 @@ Health and metrics: {base}/readyz  {base}/metrics
         )
 
     def _supervise(self, supervisor: Supervisor, stop: threading.Event) -> None:
-        next_reap = time.monotonic() + REAP_INTERVAL_S
+        next_repair = time.monotonic() + REPAIR_INTERVAL_S
         while not stop.wait(0.5):
             supervisor.poll()
-            if time.monotonic() >= next_reap:
-                next_reap = time.monotonic() + REAP_INTERVAL_S
+            if time.monotonic() >= next_repair:
+                next_repair = time.monotonic() + REPAIR_INTERVAL_S
                 try:  # what cron / a CronJob runs in a deployment
-                    call_command("reap_jobs", stdout=io.StringIO())
+                    call_command("repair", stdout=io.StringIO())
                 except Exception as exc:  # the database may be briefly busy
-                    self.stderr.write(f"[reaper] {exc}")
+                    self.stderr.write(f"[repair] {exc}")
 
 
 def _numbered(name: str, index: int, count: int) -> str:
