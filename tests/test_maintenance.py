@@ -73,6 +73,16 @@ def test_a_failing_step_is_reported_and_the_others_still_run(steps, stub_broker)
     assert len(ran) == 1 and ran[0].options["unsent_after"] == 10.0
 
 
+def test_the_jobs_repair_step_takes_the_new_name_of_resend_abandoned_when_it_exists(monkeypatch):
+    """jobs.services renames jobs_requeue_abandoned to jobs_resend_abandoned
+    in the jobs split; the step works with either."""
+    from jobs import services
+
+    monkeypatch.setattr(services, "jobs_resend_abandoned", lambda: 7, raising=False)
+    (step,) = [step for step in maintenance.steps(maintenance.REPAIR) if step.name == "jobs.resend_abandoned"]
+    assert step.fn(maintenance.Context(now=timezone.now())).summary == "requeued 7 abandoned job(s)"
+
+
 def test_register_refuses_an_unknown_kind():
     with pytest.raises(ValueError):
         maintenance.register(kind="reap", name="x", fn=lambda context: maintenance.Outcome(""))
