@@ -6,6 +6,7 @@ from django.db import models
 
 from audit.models import AuditEvent
 from core.context import client_ip, request_id_var
+from core.redis import redis_client
 
 
 def audit_record(
@@ -32,17 +33,6 @@ def audit_record(
     )
 
 
-_redis_clients: dict[str, Any] = {}
-
-
-def _redis(url: str) -> Any:
-    import redis
-
-    if url not in _redis_clients:
-        _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return _redis_clients[url]
-
-
 def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any = None) -> None:
     """Audit a failed authentication without letting a flood of them flood
     the log: at most one event per client address per
@@ -54,7 +44,7 @@ def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any =
 
     ip = client_ip(request)
     try:
-        first = _redis(settings.REDIS_URL).set(f"mynah:audit-auth:{ip}", 1, nx=True, ex=settings.AUDIT_AUTH_FAILURE_INTERVAL_S)
+        first = redis_client().set(f"mynah:audit-auth:{ip}", 1, nx=True, ex=settings.AUDIT_AUTH_FAILURE_INTERVAL_S)
     except redis.RedisError:
         first = True  # better an extra line than a missing one
     if first:

@@ -105,7 +105,7 @@ def run(jobs: int = 20_000, expired: int = 2_000, postgres: bool = False) -> dic
             from django.utils import timezone
 
             from core.metrics import exposition
-            from jobs.retention import purge_expired
+            from jobs.retention import jobs_purge
             from jobs.selectors import dashboard_stats
 
             _seed(jobs)
@@ -113,10 +113,10 @@ def run(jobs: int = 20_000, expired: int = 2_000, postgres: bool = False) -> dic
             dashboard = _timed(lambda: dashboard_stats(now=timezone.now(), window_minutes=60))
             _expired_with_files(expired)
             start = time.perf_counter()
-            report = purge_expired(now=timezone.now(), orphans=False)
+            report = jobs_purge(now=timezone.now(), orphans=False)
             purge_s = time.perf_counter() - start
             start = time.perf_counter()
-            purge_expired(now=timezone.now())  # nothing left to expire; sweeps the storage tree
+            jobs_purge(now=timezone.now())  # nothing left to expire; sweeps the storage tree
             sweep_s = time.perf_counter() - start
             return {"database": "postgres" if postgres else "sqlite", "jobs": jobs, "scrape_s": scrape, "dashboard_s": dashboard,
                     "expired": report.jobs_expired, "purge_s": purge_s, "purge_per_s": report.jobs_expired / purge_s, "sweep_s": sweep_s}

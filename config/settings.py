@@ -192,7 +192,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.exception_handler.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.TenantRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -247,7 +247,7 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 JOB_RETRY_MIN_BACKOFF_MS = env_int("JOB_RETRY_MIN_BACKOFF_MS", 2_000)
 JOB_RETRY_MAX_BACKOFF_MS = env_int("JOB_RETRY_MAX_BACKOFF_MS", 300_000)
 JOB_TIME_LIMIT_S = env_int("JOB_TIME_LIMIT_S", 15 * 60)
-# reap_jobs stops a job still running this long after its time limit (a
+# repair stops a job still running this long after its time limit (a
 # worker stuck where Dramatiq's time limit cannot interrupt it).
 JOB_OVERDUE_GRACE_S = env_int("JOB_OVERDUE_GRACE_S", 60)
 # Workers refresh a running job's heartbeat every quarter of this; a job silent

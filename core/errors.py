@@ -1,4 +1,6 @@
-"""One error type for the whole API: a stable machine-readable ``code``."""
+"""One error type for the whole API: a stable machine-readable ``code``.
+
+Raise these; ``core.exception_handler`` turns them into responses."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, Protocol, cast
 
@@ -129,3 +129,10 @@ def idempotent(method: Callable[..., Response]) -> Callable[..., Response]:
         return response
 
     return wrapper
+
+
+def idempotency_records_purge(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete expired records (a claim also removes its own key's expired
+    record); the number deleted, or that would be."""
+    expired = IdempotencyRecord.objects.filter(expires_at__lte=now)
+    return expired.count() if dry_run else expired.delete()[0]

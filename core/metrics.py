@@ -9,7 +9,8 @@ each process keeps its own (tests, a single process).
 
 State that lives elsewhere (jobs queued/running in the database, messages in
 the Redis queues) is read at scrape time, not counted, so it is right after
-any crash or restart.
+any crash or restart. The apps that own that state register its readers
+(``register_state``, from their ``AppConfig.ready()``): core imports no app.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -72,64 +73,42 @@ def increment(metric: Any, **labels: str) -> None:
         logger.warning("could not record a metric", exc_info=True)
 
 
-class StateCollector:
-    """Jobs waiting and running (database) and messages per queue (Redis),
-    read at scrape time. A part that is down is reported as such (and its
-    metrics left out) rather than failing the scrape."""
+# State read at scrape time, registered by the apps that own it (in their
+# AppConfig.ready()): name -> (the dependency it reads, the reader).
+_state_readers: dict[str, tuple[str, Callable[[], Iterable[Metric]]]] = {}
 
-    def __init__(self) -> None:
-        self._collected: list[Metric] = []
+
+def register_state(*, name: str, dependency: str, read: Callable[[], Iterable[Metric]]) -> None:
+    """Have every scrape call ``read()`` for metrics of state that lives
+    elsewhere (rows in the database, keys in Redis). ``dependency`` names what
+    it reads: when ``read`` raises, its metrics are left out and
+    ``mynah_dependency_up{dependency=...}`` is 0. Registering a name again
+    replaces its reader."""
+    _state_readers[name] = (dependency, read)
+
+
+class StateCollector:
+    """The registered state readers, run at scrape time. A dependency that is
+    down is reported as such (and its readers' metrics left out) rather than
+    failing the scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("mynah_dependency_up", "Whether /metrics could read a dependency (1) or not (0).", labels=["dependency"])
-        up.add_metric(["database"], self._safely(self._jobs))
-        up.add_metric(["redis"], self._safely(self._queues))
-        yield from self._collected
-        yield up
-
-    def _safely(self, read: Callable[[], list[Metric]]) -> float:
-        try:
-            self._collected.extend(read())
-            return 1.0
-        except Exception as exc:
-            logger.warning("metrics: could not read %s: %s", read.__name__.strip("_"), type(exc).__name__)
-            return 0.0
-
-    @staticmethod
-    def _jobs() -> list[Metric]:
-        from django.db.models import Count, Q
-
-        from jobs.models import Job
-
-        active = Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
-        rows = active.values("kind", "status").annotate(
-            count=Count("id"), waiting=Count("id", filter=Q(status=Job.Status.QUEUED, enqueued_at__isnull=True))
-        )
-        jobs = GaugeMetricFamily("mynah_jobs", "Jobs queued or running, by kind and status.", labels=["kind", "status"])
-        waiting = GaugeMetricFamily(
-            "mynah_jobs_waiting_dispatch", "Queued jobs held back in the database (fair share) or not yet sent to Redis.", labels=["kind"],
-        )
-        seen: dict[tuple[str, str], int] = {(kind, status): 0 for kind in Job.Kind.values for status in ("queued", "running")}
-        held = dict.fromkeys(Job.Kind.values, 0)
-        for row in rows:
-            seen[(row["kind"], row["status"])] = row["count"]
-            held[row["kind"]] += row["waiting"]
-        for (kind, status), count in sorted(seen.items()):
-            jobs.add_metric([kind, status], count)
-        for kind, count in sorted(held.items()):
-            waiting.add_metric([kind], count)
-        return [jobs, waiting]
-
-    @staticmethod
-    def _queues() -> list[Metric]:
-        from jobs.selectors import queue_depths
-
-        depths = queue_depths()
-        family = GaugeMetricFamily("mynah_queue_messages", "Messages in each Dramatiq queue, by state.", labels=["queue", "state"])
-        for row in depths:
-            for state in ("ready", "in_progress", "delayed", "dead"):
-                family.add_metric([row["queue"], state], row[state])
-        return [family]
+        collected: list[Metric] = []
+        up: dict[str, float] = {}
+        for name, (dependency, read) in list(_state_readers.items()):
+            try:
+                collected.extend(list(read()))  # all of a reader's metrics, or none
+                ok = 1.0
+            except Exception as exc:
+                logger.warning("metrics: could not read %s: %s", name, type(exc).__name__)
+                ok = 0.0
+            up[dependency] = min(up.get(dependency, 1.0), ok)
+        yield from collected
+        if up:
+            family = GaugeMetricFamily("mynah_dependency_up", "Whether /metrics could read a dependency (1) or not (0).", labels=["dependency"])
+            for dependency, value in up.items():
+                family.add_metric([dependency], value)
+            yield family
 
 
 def exposition() -> tuple[bytes, str]:

@@ -26,9 +26,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # any driver error means "not ready"
         failing["database"] = type(exc).__name__
     try:
-        import redis
+        from core.redis import redis_client
 
-        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
+        redis_client().ping()
     except Exception as exc:
         failing["redis"] = type(exc).__name__
     try:

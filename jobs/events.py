@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 from typing import Any
 
 import redis
 from django.conf import settings
+
+from core.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ PROGRESS = "progress"  # percent and stage
 DONE = "done"  # terminal: the last event of a stream, with the whole job
 
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-_local = threading.local()
 # After a failed append, skip appends for a moment so a Redis outage costs a
 # job one connect timeout, not one per progress point.
 _PAUSE_AFTER_FAILURE_S = 5.0
@@ -45,12 +45,7 @@ def is_event_id(value: str) -> bool:
 
 
 def _client() -> redis.Redis:
-    url = settings.REDIS_URL
-    client = getattr(_local, "client", None)
-    if client is None or getattr(_local, "url", None) != url:
-        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5)
-        _local.client, _local.url = client, url
-    return client
+    return redis_client(socket_timeout=1.0)
 
 
 def job_event_append(*, job_id: Any, event: str, data: dict[str, Any]) -> str | None:

@@ -18,13 +18,11 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from core.models import IdempotencyRecord
 from core.storage import storage_errors
 from jobs.models import Job
 from tenants.limits import tenant_limits
 from tenants.models import Tenant
 from voices.models import VoicePrompt
-from webhooks.models import Delivery
 
 logger = logging.getLogger(__name__)
 Status = Job.Status
@@ -41,30 +39,19 @@ class PurgeReport:
     objects_deleted: int = 0
     objects_kept_shared: int = 0
     orphans_deleted: int = 0
-    deliveries_deleted: int = 0
-    idempotency_records_deleted: int = 0
     errors: int = 0
     keys: list[str] = field(default_factory=list)  # deleted (or, dry run, to delete)
 
-    def summary(self) -> str:
-        verb = "would delete" if self.dry_run else "deleted"
-        return (
-            f"{'[dry run] ' if self.dry_run else ''}expired {self.jobs_expired} job(s), purged the inputs of "
-            f"{self.jobs_inputs_purged} finished job(s), {verb} {self.objects_deleted} object(s) "
-            f"(kept {self.objects_kept_shared} still shared by a cache hit) and {self.orphans_deleted} orphan object(s), "
-            f"{verb} {self.deliveries_deleted} webhook deliveries and {self.idempotency_records_deleted} idempotency records; "
-            f"{self.errors} error(s)"
-        )
 
-
-def purge_expired(*, now: datetime, dry_run: bool = False, orphans: bool = True, batch_size: int = 500) -> PurgeReport:
+def jobs_purge(*, now: datetime, dry_run: bool = False, orphans: bool = True, batch_size: int = 500) -> PurgeReport:
+    """The jobs app's purge step (``manage.py purge_expired`` runs it with the
+    other apps' steps): expired results and old inputs leave storage, then
+    unreferenced objects are swept (``orphans=False`` skips that)."""
     report = PurgeReport(dry_run=dry_run)
     jobs_expire(now=now, report=report, batch_size=batch_size)
     jobs_inputs_purge(now=now, report=report, batch_size=batch_size)
     if orphans:
         storage_orphans_sweep(now=now, report=report)
-    deliveries_purge(now=now, report=report)
-    idempotency_records_purge(now=now, report=report)
     return report
 
 
@@ -250,32 +237,3 @@ def _is_uuid(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-# ---------------------------------------------------------------- records
-
-
-def deliveries_purge(*, now: datetime, report: PurgeReport) -> None:
-    """Finished webhook deliveries (and their attempts) older than
-    WEBHOOK_DELIVERY_RETENTION_DAYS; pending ones are never touched."""
-    old = Delivery.objects.filter(
-        status__in=[Delivery.Status.SUCCEEDED, Delivery.Status.FAILED],
-        created_at__lt=now - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS),
-    )
-    if report.dry_run:
-        report.deliveries_deleted = old.count()
-        return
-    while True:  # in batches: one huge DELETE would hold locks for long
-        ids = list(old.values_list("id", flat=True)[:1000])
-        if not ids:
-            return
-        report.deliveries_deleted += Delivery.objects.filter(id__in=ids).delete()[1].get(Delivery._meta.label, 0)
-
-
-def idempotency_records_purge(*, now: datetime, report: PurgeReport) -> None:
-    expired = IdempotencyRecord.objects.filter(expires_at__lte=now)
-    if report.dry_run:
-        report.idempotency_records_deleted = expired.count()
-        return
-    report.idempotency_records_deleted = expired.delete()[0]
-

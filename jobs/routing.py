@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 from django.conf import settings
+
+from core.messages import message_send
 
 from jobs.models import Job
 
@@ -29,7 +30,7 @@ TTS_HIGH = Route("tts_job_run_high", "tts-high", 0)
 VIDEO = Route("video_job_run", "video", 10)
 VIDEO_HIGH = Route("video_job_run_high", "video-high", 0)
 VIDEO_HIRES = Route("video_job_run_hires", "video-hires", 10)
-ROUTES = (TTS, TTS_HIGH, VIDEO, VIDEO_HIGH, VIDEO_HIRES)
+ROUTES = {route.actor_name: route.queue_name for route in (TTS, TTS_HIGH, VIDEO, VIDEO_HIGH, VIDEO_HIRES)}  # actor name -> queue
 
 
 def job_route(*, kind: str, priority: str, resolution: int | None = None) -> Route:
@@ -49,9 +50,4 @@ def job_route(*, kind: str, priority: str, resolution: int | None = None) -> Rou
 def job_message_send(route: Route, job_id: Any) -> None:
     """Enqueue ``job_id`` for the actor of ``route``. Raises whatever the
     broker raises (Redis down): callers decide what that means."""
-    broker = dramatiq.get_broker()
-    broker.declare_queue(route.queue_name)  # a no-op once declared (the web process never imports the actors)
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=route.queue_name, actor_name=route.actor_name, args=(str(job_id),), kwargs={}, options={}
-    )
-    broker.enqueue(message)
+    message_send(queue_name=route.queue_name, actor_name=route.actor_name, args=(str(job_id),))

@@ -68,23 +68,18 @@ def queue_depths(*, client: Any = None) -> list[dict[str, Any]]:
     ``ready`` wait in the list, ``in_progress`` are fetched by a worker and
     not yet acknowledged (the ``.msgs`` hash holds both), ``delayed`` wait for
     a retry backoff or an eta, ``dead`` were dead-lettered."""
-    import redis
+    from core.redis import redis_client
 
     names = queue_names()
-    own = client is None  # staff pages and scrapes: a short-lived client with short timeouts
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0) if own else client
-    try:
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            full = f"{_NAMESPACE}:{name}"
-            pipe.llen(full)
-            pipe.hlen(f"{full}.msgs")
-            pipe.hlen(f"{full}.DQ.msgs")
-            pipe.zcard(f"{full}.XQ")
-        counts = pipe.execute()
-    finally:
-        if own:
-            client.close()
+    client = redis_client(socket_timeout=1.0) if client is None else client
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        full = f"{_NAMESPACE}:{name}"
+        pipe.llen(full)
+        pipe.hlen(f"{full}.msgs")
+        pipe.hlen(f"{full}.DQ.msgs")
+        pipe.zcard(f"{full}.XQ")
+    counts = pipe.execute()
     depths = []
     for index, name in enumerate(names):
         ready, held, delayed, dead = counts[4 * index: 4 * index + 4]

@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from core.redis import redis_async_client
 from jobs import events
 from jobs.models import Job
 from jobs.representation import job_representation
@@ -53,7 +54,8 @@ async def job_event_stream(*, job_id: Any, last_event_id: str, base_url: str) ->
     deadline = loop.time() + settings.SSE_MAX_STREAM_S
     block_ms = int(settings.SSE_KEEPALIVE_S * 1000)
     key = events.stream_key(job_id)
-    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1.0, socket_timeout=settings.SSE_KEEPALIVE_S + 5)
+    # XREAD BLOCK waits up to the keepalive: the socket timeout is longer.
+    client = redis_async_client(socket_timeout=settings.SSE_KEEPALIVE_S + 5, socket_connect_timeout=1.0)
     try:
         yield "retry: 2000\n\n"
         last_progress: tuple[Any, ...] | None = None

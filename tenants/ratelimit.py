@@ -12,11 +12,11 @@ most ``limit + W * limit / period``.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 import redis
-from django.conf import settings
+
+from core.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +71,16 @@ class Decision:
         return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining), "RateLimit-Reset": str(self.reset_s)}
 
 
-_local = threading.local()
+_registered: tuple[redis.Redis, redis.commands.core.Script] | None = None
 
 
 def _script() -> redis.commands.core.Script:
-    url = settings.REDIS_URL
-    if getattr(_local, "url", None) != url:
-        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        _local.url, _local.script = url, client.register_script(_GCRA)
-    return _local.script
+    """The GCRA script on this process's client (registered once per client)."""
+    global _registered
+    client = redis_client()
+    if _registered is None or _registered[0] is not client:
+        _registered = (client, client.register_script(_GCRA))
+    return _registered[1]
 
 
 def rate_limit_check(*, buckets: dict[str, int], period_s: float = 60.0) -> Decision | None:

@@ -207,7 +207,7 @@ class Stack:
 
     @contextlib.contextmanager
     def reaper(self, interval: float = 2.0, unsent_after: float = 0) -> Iterator[list[str]]:
-        """Run ``manage.py reap_jobs`` every ``interval`` seconds in the
+        """Run ``manage.py repair`` every ``interval`` seconds in the
         background, as the deployment's cron does; yields its outputs."""
         outputs: list[str] = []
         stop = threading.Event()
@@ -215,7 +215,7 @@ class Stack:
         def loop() -> None:
             while not stop.is_set():
                 try:
-                    outputs.append(self.manage("reap_jobs", "--unsent-after", str(unsent_after)).strip())
+                    outputs.append(self.manage("repair", "--unsent-after", str(unsent_after)).strip())
                 except Exception as exc:  # e.g. the database is down: cron tries again
                     outputs.append(f"error: {str(exc)[-300:]}")
                 stop.wait(interval)

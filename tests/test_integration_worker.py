@@ -69,7 +69,7 @@ def test_no_job_is_lost_when_redis_is_down_at_submit(stack):
         assert stack.job(job_id)["status"] == "queued"
     finally:
         stack.start_redis()  # same port and append-only file
-    out = stack.manage("reap_jobs", "--unsent-after", "0")
+    out = stack.manage("repair", "--unsent-after", "0")
     assert "resent 1 unsent job(s)" in out
     assert stack.wait_terminal(job_id)["status"] == "succeeded"
 

@@ -644,7 +644,7 @@ def _cron_interval(schedule: str) -> int:
 def test_cleanup_schedules_match_the_procfile():
     commands, intervals = _procfile()
     expected = {tuple(_manage_py(shlex.split(commands[name]))): interval for name, interval in intervals.items()}
-    assert expected == {("reap_jobs",): 60, ("purge_expired",): 3600}
+    assert expected == {("repair",): 60, ("purge_expired",): 3600}
     cron = {}
     for name, job in _k8s("CronJob").items():
         assert job["spec"]["concurrencyPolicy"] == "Forbid", name
@@ -840,7 +840,7 @@ from django.test import Client
 web = Client()
 for path in ("/healthz", "/readyz", "/metrics", "/v1/schema", "/v1/docs", "/admin/login/", "/edge-error/429"):
     assert web.get(path).status_code in (200, 429, 503), path
-call_command("reap_jobs", stdout=io.StringIO())
+call_command("repair", stdout=io.StringIO())
 call_command("purge_expired", stdout=io.StringIO())
 import core.dramatiq_main, django_dramatiq.setup
 from django.utils.module_loading import autodiscover_modules

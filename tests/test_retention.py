@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.models import IdempotencyRecord
 from jobs import services
 from jobs.models import Job
-from jobs.retention import purge_expired
+from jobs.retention import jobs_purge
 from jobs.services import TtsParams
 from tenants.models import Tenant
 from voices.models import VoicePrompt
@@ -70,7 +70,7 @@ def test_expired_results_and_inputs_are_deleted_and_the_job_is_marked_expired(te
     _expire(gone)
     assert all(default_storage.exists(key) for key in _keys(gone))
 
-    report = purge_expired(now=timezone.now())
+    report = jobs_purge(now=timezone.now())
 
     gone.refresh_from_db()
     assert (gone.status, gone.stage, gone.input_files) == ("expired", "expired", {})
@@ -84,7 +84,7 @@ def test_expired_results_and_inputs_are_deleted_and_the_job_is_marked_expired(te
     result = api.get(f"/v1/jobs/{gone.id}/result")
     assert result.status_code == 410 and result.json()["error"]["code"] == "result_expired"
     # Safe to re-run: nothing left to do.
-    again = purge_expired(now=timezone.now())
+    again = jobs_purge(now=timezone.now())
     assert (again.jobs_expired, again.objects_deleted, again.errors) == (0, 0, 0)
 
 
@@ -112,14 +112,14 @@ def test_an_output_shared_by_a_cache_hit_stays_until_every_job_using_it_expired(
     _expire(source)
     Job.objects.filter(id=hit.id).update(result_expires_at=timezone.now() + timedelta(days=1))
 
-    report = purge_expired(now=timezone.now())
+    report = jobs_purge(now=timezone.now())
     source.refresh_from_db()
     assert source.status == "expired" and report.objects_kept_shared == 1
     assert default_storage.exists(hit.result_key)
     assert api.get(f"/v1/jobs/{hit.id}/result").status_code == 200
 
     _expire(hit)
-    purge_expired(now=timezone.now())
+    jobs_purge(now=timezone.now())
     assert not default_storage.exists(hit.result_key)
 
 
@@ -130,7 +130,7 @@ def test_failed_jobs_lose_their_inputs_after_the_tenants_retention(tenant):
     Job.objects.filter(id=failed.id).update(status="failed", error_code="engine_error", finished_at=timezone.now() - timedelta(days=3))
     Job.objects.filter(id=recent.id).update(status="canceled", finished_at=timezone.now() - timedelta(days=1))
 
-    report = purge_expired(now=timezone.now())
+    report = jobs_purge(now=timezone.now())
 
     failed.refresh_from_db()
     assert report.jobs_inputs_purged == 1
@@ -161,10 +161,10 @@ def test_orphans_are_swept_after_the_grace_period_and_referenced_objects_stay(te
     for key in (*_keys(job), leftover, no_job, no_voice, voice_file):
         _age(key, 7200)
 
-    dry = purge_expired(now=timezone.now(), dry_run=True)
+    dry = jobs_purge(now=timezone.now(), dry_run=True)
     assert sorted(dry.keys) == sorted([leftover, no_job, no_voice]) and default_storage.exists(leftover)
 
-    report = purge_expired(now=timezone.now())
+    report = jobs_purge(now=timezone.now())
     assert report.orphans_deleted == 3
     assert not any(default_storage.exists(key) for key in (leftover, no_job, no_voice))
     assert all(default_storage.exists(key) for key in (*_keys(job), fresh, voice_file))
@@ -186,9 +186,10 @@ def test_old_deliveries_and_expired_idempotency_records_are_trimmed(tenant, sett
     IdempotencyRecord.objects.create(tenant_id=tenant.pk, key="old", fingerprint="f", expires_at=now - timedelta(seconds=1))
     IdempotencyRecord.objects.create(tenant_id=tenant.pk, key="live", fingerprint="f", expires_at=now + timedelta(hours=1))
 
-    report = purge_expired(now=now)
+    out = StringIO()
+    call_command("purge_expired", stdout=out)  # the webhooks and core apps' purge steps
 
-    assert report.deliveries_deleted == 2 and report.idempotency_records_deleted == 1
+    assert "deleted 2 webhook deliveries" in out.getvalue() and "deleted 1 idempotency records" in out.getvalue()
     assert set(Delivery.objects.values_list("id", flat=True)) == {recent.id, pending.id}
     assert not Delivery.objects.filter(id__in=[old_done.id, old_failed.id]).exists()
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["live"]
@@ -199,7 +200,7 @@ def test_a_run_that_died_half_way_is_finished_by_the_next(tenant):
     _expire(job)
     # A previous run claimed the job and died before deleting anything.
     Job.objects.filter(id=job.id).update(status="expired", stage="purging")
-    report = purge_expired(now=timezone.now())
+    report = jobs_purge(now=timezone.now())
     job.refresh_from_db()
     assert job.stage == "expired" and report.objects_deleted == 3
     assert not any(default_storage.exists(key) for key in (job.result_key, *report.keys))
@@ -215,7 +216,7 @@ def test_concurrent_runs_expire_each_job_once_and_delete_everything(tenant):
     def run() -> None:
         try:
             start.wait()
-            reports.append(purge_expired(now=timezone.now(), batch_size=5, orphans=False))
+            reports.append(jobs_purge(now=timezone.now(), batch_size=5, orphans=False))
         except Exception as exc:  # surfaced below
             errors.append(exc)
         finally:

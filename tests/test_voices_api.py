@@ -194,7 +194,7 @@ def test_a_lost_analysis_message_is_resent_by_the_reaper(api, stub_broker, setti
     voice_id = _upload(api, _audio_file(tmp_path, padded(speech("en+f3")))).json()["id"]
     stub_broker.flush_all()  # the message is lost (Redis restarted without persistence, say)
     VoicePrompt.objects.filter(id=voice_id).update(created_at=VoicePrompt.objects.get(id=voice_id).created_at.replace(year=2020))
-    call_command("reap_jobs", stdout=open("/dev/null", "w"))
+    call_command("repair", stdout=open("/dev/null", "w"))
     with running_worker(stub_broker):
         stub_broker.join("voices", timeout=60_000)
     assert api.get(f"/v1/voices/{voice_id}").json()["status"] == "ready"

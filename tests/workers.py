@@ -12,7 +12,13 @@ import dramatiq
 @contextmanager
 def running_worker(broker: dramatiq.Broker, *, worker_timeout: int = 50, threads: int = 2) -> Iterator[dramatiq.Worker]:
     """``worker_timeout`` (ms) is how often idle worker threads look for
-    messages: small values make delayed messages (retries) start sooner."""
+    messages: small values make delayed messages (retries) start sooner.
+    Like ``rundramatiq``, it declares every app's actors first: services send
+    by actor name and never import them."""
+    from django.conf import settings
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules(*settings.DRAMATIQ_AUTODISCOVER_MODULES)
     worker = dramatiq.Worker(broker, worker_timeout=worker_timeout, worker_threads=threads)
     worker.start()
     try:

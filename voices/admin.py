@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from audit.admin_mixins import AuditedAdminMixin
+from core.storage import stored_file_response
 from voices.models import VoicePrompt
 from voices.services import voice_delete
 
@@ -39,7 +39,7 @@ class VoicePromptAdmin(AuditedAdminMixin, admin.ModelAdmin):
         voice = get_object_or_404(VoicePrompt, pk=voice_id)
         if not self.has_view_permission(request, voice) or not voice.prompt_key:
             raise Http404
-        return FileResponse(default_storage.open(voice.prompt_key, "rb"), content_type="audio/wav")
+        return stored_file_response(voice.prompt_key, content_type="audio/wav")
 
     def delete_model(self, request: HttpRequest, obj: VoicePrompt) -> None:
         voice_delete(voice=obj, actor=f"staff:{request.user.get_username()}", ip=None)  # files too

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from core.context import client_ip
 from core.errors import ApplicationError
 from core.fields import StrictCharField, StrictSerializer
+from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
 from core.schema import page_of
 from engines import registry
@@ -46,8 +47,10 @@ class VoiceListCreateApi(APIView):
         request={"multipart/form-data": InputSerializer},
         responses={
             201: OpenApiResponse(VoiceSerializer, "Analysed (ready), or still processing if analysis took longer than the wait"),
+            200: OpenApiResponse(VoiceSerializer, "Replayed for a repeated Idempotency-Key"),
         },
     )
+    @idempotent
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

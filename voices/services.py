@@ -28,9 +28,11 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from core.errors import ApplicationError, NotFound
-from core.storage import storage_errors
+from core.redis import redis_client
+from core.storage import storage_download, storage_errors
 from engines.tts.base import VoiceReference
 from tenants.models import Tenant
+from voices import routing
 from voices.models import VoicePrompt
 
 logger = logging.getLogger(__name__)
@@ -45,8 +47,13 @@ def _notify_key(voice_id: object) -> str:
     return f"mynah:voice-analyzed:{voice_id}"
 
 
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=settings.VOICE_ANALYSIS_WAIT_S + 5, socket_connect_timeout=1.0)
+# The wait blocks on BLPOP at most this long at a time; its client's socket
+# timeout is longer, so a quiet wait is never mistaken for a dead Redis.
+_NOTICE_BLOCK_MAX_S = 30
+
+
+def _notice_client() -> redis.Redis:
+    return redis_client(socket_timeout=_NOTICE_BLOCK_MAX_S + 5, socket_connect_timeout=1.0)
 
 
 # ---------------------------------------------------------------- web side
@@ -55,12 +62,13 @@ def _redis() -> redis.Redis:
 def voice_create(
     *, tenant: Tenant, upload: UploadedFile, name: str, language: str, transcript: str, actor: str, ip: str | None
 ) -> VoicePrompt:
-    if upload.size > settings.VOICE_MAX_UPLOAD_BYTES:
+    size = upload.size or 0  # Django's parsers always set it; the stubs allow None
+    if size > settings.VOICE_MAX_UPLOAD_BYTES:
         raise ApplicationError(
-            "file_too_large", f"The audio file is {upload.size} bytes; the limit is {settings.VOICE_MAX_UPLOAD_BYTES}.",
-            status=413, details={"size_bytes": upload.size, "limit_bytes": settings.VOICE_MAX_UPLOAD_BYTES},
+            "file_too_large", f"The audio file is {size} bytes; the limit is {settings.VOICE_MAX_UPLOAD_BYTES}.",
+            status=413, details={"size_bytes": size, "limit_bytes": settings.VOICE_MAX_UPLOAD_BYTES},
         )
-    if upload.size == 0:
+    if size == 0:
         raise ApplicationError("audio_unreadable", "The audio file is empty.", status=422)
     count = VoicePrompt.objects.filter(tenant=tenant).count()
     if count >= settings.VOICE_MAX_PER_TENANT:
@@ -68,7 +76,7 @@ def voice_create(
             "too_many_voices", f"The tenant has {count} voices; the limit is {settings.VOICE_MAX_PER_TENANT}. Delete some first.",
             status=409, details={"voices": count, "limit": settings.VOICE_MAX_PER_TENANT},
         )
-    voice = VoicePrompt(tenant=tenant, name=name, language=language, transcript=transcript, upload_size_bytes=upload.size)
+    voice = VoicePrompt(tenant=tenant, name=name, language=language, transcript=transcript, upload_size_bytes=size)
     # The client's file name and content type never reach a path: FFmpeg
     # identifies the format from the bytes.
     try:
@@ -82,15 +90,23 @@ def voice_create(
             audit_record(action="voice.create", actor=actor, tenant=tenant, target=voice, ip=ip, metadata={"size_bytes": upload.size})
             transaction.on_commit(partial(_analysis_send, voice.id), robust=True)
     except Exception:
-        default_storage.delete(voice.upload_key)
-        raise
+        _upload_discard(voice.upload_key)
+        raise  # the original error, whatever the cleanup met
     return voice
 
 
-def _analysis_send(voice_id: object) -> None:
-    from voices.actors import voice_analyze
+def _upload_discard(key: str) -> None:
+    """Best-effort removal of an upload whose voice was not saved. A failure
+    here is logged, never raised: it must not replace the error that made
+    the upload useless (the orphan sweep in purge_expired removes it later)."""
+    try:
+        default_storage.delete(key)
+    except Exception:
+        logger.warning("could not delete the upload of a voice that was not saved", extra={"key": key}, exc_info=True)
 
-    voice_analyze.send(str(voice_id))
+
+def _analysis_send(voice_id: object) -> None:
+    routing.send(routing.VOICE_ANALYZE, str(voice_id))
 
 
 def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -> VoicePrompt:
@@ -119,7 +135,7 @@ def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -
 def _wait_for_notice(voice_id: object, timeout_s: float) -> None:
     """Block on the worker's Redis notice; poll slowly if Redis is down."""
     try:
-        _redis().blpop([_notify_key(voice_id)], timeout=max(1, min(int(timeout_s), 30)))
+        _notice_client().blpop([_notify_key(voice_id)], timeout=max(1, min(int(timeout_s), _NOTICE_BLOCK_MAX_S)))
     except redis.RedisError:
         time.sleep(min(0.5, timeout_s))
 
@@ -182,10 +198,7 @@ def _voice_analyze_in(voice: VoicePrompt, workdir: Path) -> None:
     from engines.voice.analysis import analyze_prompt
     from engines.voice.prompt import PROMPT_SAMPLE_RATE, decode_prompt
 
-    upload = workdir / "upload.bin"
-    with default_storage.open(voice.upload_key, "rb") as source, upload.open("wb") as target:
-        for chunk in iter(lambda: source.read(1 << 20), b""):
-            target.write(chunk)
+    upload = storage_download(voice.upload_key, workdir / "upload.bin")
     decoded = decode_prompt(upload, max_audio_s=settings.VOICE_MAX_AUDIO_S)
     analysis = analyze_prompt(decoded.samples, min_speech_s=settings.VOICE_MIN_SPEECH_S, max_speech_s=settings.VOICE_MAX_SPEECH_S)
     prompt = workdir / "prompt.wav"
@@ -206,7 +219,7 @@ def _voice_analyze_in(voice: VoicePrompt, workdir: Path) -> None:
 def _voice_finish(voice: VoicePrompt, **fields: object) -> bool:
     updated = VoicePrompt.objects.filter(id=voice.id, status=Status.PROCESSING).update(analyzed_at=timezone.now(), **fields)
     try:
-        client = _redis()
+        client = redis_client()
         client.rpush(_notify_key(voice.id), "1")
         client.expire(_notify_key(voice.id), 120)
     except redis.RedisError:  # the waiting request falls back to polling
@@ -217,9 +230,7 @@ def _voice_finish(voice: VoicePrompt, **fields: object) -> bool:
 
 def voice_reference(*, voice: VoicePrompt, workdir: Path) -> VoiceReference:
     """The voice as an engine receives it: its prompt copied into the job's workdir."""
-    path = workdir / "voice-prompt.wav"
-    with default_storage.open(voice.prompt_key, "rb") as source:
-        path.write_bytes(source.read())
+    path = storage_download(voice.prompt_key, workdir / "voice-prompt.wav")
     return VoiceReference(
         audio_path=path, transcript=voice.transcript, language=voice.language, embedding=tuple(voice.embedding)
     )

@@ -24,7 +24,7 @@ from audit.services import audit_record
 from core import metrics
 from core.errors import ApplicationError
 from tenants.models import Tenant
-from webhooks import signing, transport
+from webhooks import routing, signing, transport
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, TenantSigningSecret
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,8 @@ def _deliveries_create(
 
 def _enqueue(delivery_id: Any, *, delay_s: float = 0.0) -> None:
     """Send the delivery's message; if Redis is down the sweeper sends it."""
-    from webhooks.actors import webhook_deliver
-
     try:
-        webhook_deliver.send_with_options(args=(str(delivery_id),), delay=int(delay_s * 1000) or None)
+        routing.send(routing.WEBHOOK_DELIVER, str(delivery_id), delay_ms=int(delay_s * 1000) or None)
     except Exception:  # broker connection errors of every kind
         logger.warning("could not enqueue a webhook delivery; the sweeper will", extra={"delivery_id": str(delivery_id)})
 
@@ -236,7 +234,7 @@ def _finish(
 
 def webhooks_sweep() -> int:
     """Send what a lost message, a dead worker or a long backoff left behind.
-    Run periodically (``reap_jobs``; ``make run`` does every 30 s)."""
+    Run periodically (``manage.py repair``; ``make run`` does every 30 s)."""
     now = timezone.now()
     expired_leases = Delivery.objects.filter(status=Delivery.Status.SENDING, locked_until__lt=now)
     # An attempt that never recorded its outcome (worker died, database error)
@@ -255,6 +253,24 @@ def webhooks_sweep() -> int:
     for delivery_id in due:
         _enqueue(delivery_id)
     return len(due)
+
+
+def deliveries_purge(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete finished deliveries (and their attempts) older than
+    WEBHOOK_DELIVERY_RETENTION_DAYS; pending ones are never touched. The
+    number deleted, or that would be."""
+    old = Delivery.objects.filter(
+        status__in=[Delivery.Status.SUCCEEDED, Delivery.Status.FAILED],
+        created_at__lt=now - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS),
+    )
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:  # in batches: one huge DELETE would hold locks for long
+        ids = list(old.values_list("id", flat=True)[:1000])
+        if not ids:
+            return deleted
+        deleted += Delivery.objects.filter(id__in=ids).delete()[1].get(Delivery._meta.label, 0)
 
 
 def delivery_replay(*, delivery: Delivery, actor: str, ip: str | None = None) -> Delivery:

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # mynah-web: the API (gunicorn + Uvicorn workers), and the processes that
-# need no models: the webhooks worker, migrations, reap_jobs and
+# need no models: the webhooks worker, migrations, repair and
 # purge_expired. No torch, onnxruntime or PyAV: it installs
 # requirements-web.txt only (tests/test_platform.py checks that this is all
 # the web process imports).

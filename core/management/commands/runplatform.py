@@ -38,7 +38,7 @@ POOLS = [
 
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "make-run demo key"
-REAP_INTERVAL_S = 30.0
+REPAIR_INTERVAL_S = 30.0
 
 
 class Command(BaseCommand):
@@ -99,15 +99,13 @@ class Command(BaseCommand):
         self.stdout.write(f"Started redis-server on {host}:{port} ({spec.argv[0]})")
 
     def _demo_key(self) -> str:
-        from tenants.models import Tenant
-        from tenants.services import api_key_create, api_keys_revoke_named, tenant_create
-
-        tenant = Tenant.objects.filter(slug=DEMO_TENANT).first() or tenant_create(slug=DEMO_TENANT, name="Demo", actor="make-run")
-        # Keys are stored hashed and cannot be shown again: each run rotates
-        # the demo key and prints the new one once.
-        api_keys_revoke_named(tenant=tenant, name=DEMO_KEY_NAME, actor="make-run")
-        _, raw_key = api_key_create(tenant=tenant, name=DEMO_KEY_NAME, actor="make-run")
-        return raw_key
+        # Through the tenants app's commands (core imports no app). Keys are
+        # stored hashed and cannot be shown again: each run rotates the demo
+        # key and prints the new one once.
+        call_command("create_tenant", DEMO_TENANT, "--name", "Demo", "--exist-ok", stdout=io.StringIO())
+        out = io.StringIO()
+        call_command("create_api_key", DEMO_TENANT, "--name", DEMO_KEY_NAME, "--replace", stdout=out)
+        return out.getvalue().strip().splitlines()[-1]  # the key is the last line
 
     def _start_app(self, supervisor: Supervisor, port: int, web_ports: list[int], processes: int, threads: int, replicas: int) -> None:
         # Every process writes its metric samples here; /metrics adds them up.
@@ -183,15 +181,15 @@ Health and metrics: {base}/readyz  {base}/metrics
         )
 
     def _supervise(self, supervisor: Supervisor, stop: threading.Event) -> None:
-        next_reap = time.monotonic() + REAP_INTERVAL_S
+        next_repair = time.monotonic() + REPAIR_INTERVAL_S
         while not stop.wait(0.5):
             supervisor.poll()
-            if time.monotonic() >= next_reap:
-                next_reap = time.monotonic() + REAP_INTERVAL_S
+            if time.monotonic() >= next_repair:
+                next_repair = time.monotonic() + REPAIR_INTERVAL_S
                 try:  # what cron / a CronJob runs in a deployment
-                    call_command("reap_jobs", stdout=io.StringIO())
+                    call_command("repair", stdout=io.StringIO())
                 except Exception as exc:  # the database may be briefly busy
-                    self.stderr.write(f"[reaper] {exc}")
+                    self.stderr.write(f"[repair] {exc}")
 
 
 def _numbered(name: str, index: int, count: int) -> str:

@@ -1,4 +1,6 @@
-"""Maps every API error to ``{"error": {code, message, details, request_id}}``."""
+"""DRF's exception handler (``REST_FRAMEWORK["EXCEPTION_HANDLER"]``): maps every
+API error to ``{"error": {code, message, details, request_id}}``. The error
+type itself, ``ApplicationError``, lives in ``core.errors``."""
 
 from __future__ import annotations
 
@@ -65,8 +67,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
             status = 401
             headers["WWW-Authenticate"] = 'Bearer realm="api"'
-        if isinstance(exc, drf.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait))
+        wait = getattr(exc, "wait", None)  # set by Throttled.__init__; missing from the DRF stubs
+        if isinstance(exc, drf.Throttled) and wait is not None:
+            headers["Retry-After"] = str(int(wait))
     elif is_database_outage(exc):
         logger.warning("database unavailable", exc_info=exc)
         status, code, message, details = 503, "service_unavailable", DATABASE_UNAVAILABLE, {"failing": "database"}
