@@ -4,7 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from engines import registry
-from tests.doubles import DOUBLES
+from harness.doubles import DOUBLES
 
 
 @pytest.fixture(autouse=True, scope="session")

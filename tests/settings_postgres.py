@@ -8,7 +8,7 @@ import os
 import dj_database_url
 
 from config.test_settings import *  # noqa: F403
-from tests.postgres import PostgresCluster
+from harness.postgres import PostgresCluster
 
 _cluster = PostgresCluster().init().start()
 atexit.register(_cluster.remove)

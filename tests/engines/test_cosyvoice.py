@@ -11,8 +11,8 @@ from engines.errors import PermanentEngineError, TransientEngineError
 from engines.tts.base import SpeechRequest, VoiceReference
 from engines.tts.cosyvoice import CosyVoiceConfig, CosyVoiceEngine
 from engines.voice import speaker
-from tests.audio_samples import encode, speech
-from tests.cosyvoice_server import CosyVoiceStub
+from harness.audio_samples import encode, speech
+from tests.support.cosyvoice_server import CosyVoiceStub
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from engines.video import sonic
 from engines.video.base import FaceBox, TalkingHeadRequest, TalkingHeadResult
 from engines.video.media import probe_video
 from engines.video.sonic import SonicConfig, SonicEngine
-from tests.audio_samples import encode, speech
-from tests.comfyui_server import ComfyUIStub, Validator, node_types
+from harness.audio_samples import encode, speech
+from tests.support.comfyui_server import ComfyUIStub, Validator, node_types
 
 TEXT = "Hello there. This is a short test of the talking head."
 FPS = 25

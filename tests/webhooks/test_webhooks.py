@@ -14,8 +14,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.services import TtsParams
-from tests.receivers import Receiver, Reply
-from tests.workers import running_worker
+from tests.support.receivers import Receiver, Reply
+from tests.support.workers import running_worker
 from webhooks import services, transport
 from webhooks.models import Delivery, Endpoint
 

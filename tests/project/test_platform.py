@@ -25,7 +25,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = ROOT / "platform"
 K8S = PLATFORM / "k8s"
 DOCKER = PLATFORM / "docker"
@@ -815,11 +815,11 @@ def _closure(lines: list[str]) -> set[str]:
 
 
 def _web_script() -> str:
-    """tests/test_layout.py's in-process API exercise, plus what else the web
+    """tests/project/test_layout.py's in-process API exercise, plus what else the web
     image runs: gunicorn's config, the ASGI app in a Uvicorn worker, Postgres
     and S3 backends, probes, /metrics, schema and docs, the cleanup commands,
     and a webhooks worker's actors (from the same image)."""
-    tree = ast.parse((ROOT / "tests" / "test_layout.py").read_text())
+    tree = ast.parse((ROOT / "tests" / "project" / "test_layout.py").read_text())
     (function,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "test_web_process_never_imports_model_runtimes"]
     (layout_code,) = [n.value.value for n in function.body if isinstance(n, ast.Assign) and n.targets[0].id == "code"]
     absent = ", ".join(repr(name) for name in WEB_ABSENT_OPTIONAL)

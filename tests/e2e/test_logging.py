@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from tests.stack import Stack
+from harness.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import requests
 
 from engines.audio.dsp import rms_dbfs
 from engines.audio.io import decode_audio
-from tests.stack import Stack
+from harness.stack import Stack
 
 pytestmark = pytest.mark.integration
 

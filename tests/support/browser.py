@@ -1,6 +1,6 @@
 """Real-browser tests: Debian's Chromium driven by Playwright's sync API.
 
-    from tests.browser import chromium_session
+    from tests.support.browser import chromium_session
 
     def test_page(live_server):
         ...  # ORM work (seeding) first: see the note below
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",

@@ -16,11 +16,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from engines.video.media import probe_video
+from harness.audio_samples import RATE, encode, speech
+from harness.doubles import SmallGpuVideoEngine
+from harness.portraits import astronaut, coffee, encoded, grace_hopper, two_people
 from jobs.models import Job
-from tests.audio_samples import RATE, encode, speech
-from tests.doubles import SmallGpuVideoEngine
-from tests.portraits import astronaut, coffee, encoded, grace_hopper, two_people
-from tests.workers import running_worker, wait_for_job
+from tests.support.workers import running_worker, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker thread needs committed rows
 

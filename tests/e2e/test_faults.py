@@ -15,8 +15,8 @@ import redis
 import requests
 
 from engines.audio.io import decode_audio
-from tests.postgres import PostgresCluster
-from tests.stack import Stack, list_all_jobs
+from harness.postgres import PostgresCluster
+from harness.stack import Stack, list_all_jobs
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from engines.audio.io import decode_audio
+from harness.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
 from jobs import services
 from jobs.models import Job
 from jobs.services import JobRetry, TtsParams
-from tests.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
 
 MIB = 1024 * 1024
 

@@ -113,12 +113,12 @@ class NoMemoryVideoEngine(SmallGpuVideoEngine):
 
 
 DOUBLES = {
-    "small-gpu": "tests.doubles:SmallGpuVideoEngine",
-    "no-memory": "tests.doubles:NoMemoryVideoEngine",
-    "exploding": "tests.doubles:ExplodingEngine",
-    "rejecting": "tests.doubles:RejectingEngine",
-    "unavailable": "tests.doubles:UnavailableEngine",
-    "tone": "tests.doubles:ToneEngine",
-    "slow": "tests.doubles:SlowEngine",
-    "stuck": "tests.doubles:StuckEngine",
+    "small-gpu": "harness.doubles:SmallGpuVideoEngine",
+    "no-memory": "harness.doubles:NoMemoryVideoEngine",
+    "exploding": "harness.doubles:ExplodingEngine",
+    "rejecting": "harness.doubles:RejectingEngine",
+    "unavailable": "harness.doubles:UnavailableEngine",
+    "tone": "harness.doubles:ToneEngine",
+    "slow": "harness.doubles:SlowEngine",
+    "stuck": "harness.doubles:StuckEngine",
 }

@@ -13,14 +13,14 @@ import pytest
 
 from core.redis_server import free_port
 from engines import registry
+from harness.audio_samples import padded, speech
+from harness.traefik import Traefik, http_status
 from jobs.models import Job
-from tests.audio_samples import padded, speech
-from tests.test_voices_api import _audio_file, _upload
-from tests.traefik import Traefik, http_status
-from tests.workers import running_worker, wait_for_job
+from tests.support.workers import running_worker, wait_for_job
+from tests.voices.test_voices_api import _audio_file, _upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServerProcess:
@@ -30,7 +30,7 @@ class ServerProcess:
         self.port = free_port()
         self.log = workdir / f"{name}.jsonl"
         self.log.touch()
-        argv = [sys.executable, "-m", "tests.cosyvoice_server", "--port", str(self.port), "--log", str(self.log)]
+        argv = [sys.executable, "-m", "tests.support.cosyvoice_server", "--port", str(self.port), "--log", str(self.log)]
         self.process = subprocess.Popen([*argv, "--chunk-delay", "0.05"], cwd=ROOT)
         deadline = time.monotonic() + 15
         while http_status(self.url + "/docs") != 200:

@@ -10,9 +10,9 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from harness.audio_samples import FORMATS, RATE, encode, padded, speech
 from jobs.models import Job
-from tests.audio_samples import FORMATS, RATE, encode, padded, speech
-from tests.workers import running_worker, wait_for_job
+from tests.support.workers import running_worker, wait_for_job
 from voices.models import VoicePrompt
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker thread needs committed rows

@@ -9,10 +9,10 @@ import time
 import pytest
 from asgiref.sync import async_to_sync
 
+from harness.doubles import SlowEngine
 from jobs import events, services
 from jobs.models import Job
 from jobs.services import TtsParams
-from tests.doubles import SlowEngine
 from webhooks.models import Delivery
 
 

@@ -18,7 +18,7 @@ import requests
 
 from core.redis_server import free_port, redis_server_argv, wait_for_redis
 from core.supervisor import ProcessSpec, Supervisor
-from tests.doubles import DOUBLES
+from harness.doubles import DOUBLES
 
 ROOT = Path(__file__).resolve().parent.parent
 

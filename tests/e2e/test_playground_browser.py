@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.audio_samples import encode, padded, speech
-from tests.browser import PHONE_VIEWPORT, artifacts_dir, chromium_session
-from tests.portraits import coffee, encoded, grace_hopper
-from tests.stack import Stack
+from harness.audio_samples import encode, padded, speech
+from harness.portraits import coffee, encoded, grace_hopper
+from harness.stack import Stack
+from tests.support.browser import PHONE_VIEWPORT, artifacts_dir, chromium_session
 
 pytestmark = pytest.mark.integration
 

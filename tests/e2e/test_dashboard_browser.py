@@ -22,7 +22,7 @@ from PIL import Image, ImageChops
 from jobs import staff_views
 from jobs.models import Job
 from tenants.models import Tenant
-from tests.browser import PHONE_VIEWPORT, chromium_session
+from tests.support.browser import PHONE_VIEWPORT, chromium_session
 
 USERNAME = "ops-staff"
 PASSWORD = "correct-horse-battery-staple"

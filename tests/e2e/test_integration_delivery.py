@@ -12,8 +12,8 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook
 
-from tests.receivers import Receiver
-from tests.stack import Stack
+from harness.stack import Stack
+from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.integration
 SLOW_TEXT = " ".join(f"Sentence number {i} of a slow job." for i in range(40))

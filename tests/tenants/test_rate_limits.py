@@ -11,9 +11,9 @@ import pytest
 import requests
 from rest_framework.test import APIClient
 
+from harness.stack import Stack
 from tenants.models import Tenant
 from tenants.services import api_key_create
-from tests.stack import Stack
 
 
 def _client(tenant) -> APIClient:

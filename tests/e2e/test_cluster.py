@@ -26,9 +26,9 @@ import yaml
 
 from core.redis_server import free_port
 from core.traefik import MIDDLEWARES_FILE, routes_config, traefik_argv
-from tests.cluster import Cluster
-from tests.stack import list_all_jobs
-from tests.traefik import http_status
+from harness.cluster import Cluster
+from harness.stack import list_all_jobs
+from harness.traefik import http_status
 
 pytestmark = pytest.mark.integration
 

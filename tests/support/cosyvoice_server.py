@@ -5,7 +5,7 @@ a chunked stream of raw int16 PCM at 24 kHz back, 422 for a missing form field,
 prompt audio (resampled) for as long as the text would take to say.
 
 Run in a thread (``CosyVoiceStub``) or as a process (``python -m
-tests.cosyvoice_server --port N --log FILE``) so tests can kill it.
+tests.support.cosyvoice_server --port N --log FILE``) so tests can kill it.
 """
 
 from __future__ import annotations

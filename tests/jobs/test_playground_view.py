@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

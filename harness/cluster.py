@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from core.redis_server import free_port
-from tests.doubles import DOUBLES
-from tests.stack import ROOT, _stack_database_url
+from harness.doubles import DOUBLES
+from harness.stack import ROOT, _stack_database_url
 
 
 class Cluster:
