@@ -726,6 +726,7 @@ def _ignored(path: str) -> bool:
 
 def test_dockerfiles_copy_existing_files_and_install_the_right_requirements():
     assert _ignored(".venv") and _ignored("var") and _ignored(".git") and _ignored("core/__pycache__")
+    assert all(_ignored(dev_only) for dev_only in ("tests", "harness", "bench")), "test and bench code stays out of images"
     copied_total = 0
     for image, path in IMAGES.items():
         instructions = _dockerfile(path)
