@@ -36,7 +36,7 @@ def test_idempotency_keys_are_per_tenant_and_errors_are_not_recorded(api, other_
     assert bad.status_code == 400
 
 
-def test_concurrent_duplicates_create_exactly_one_job(tenant, stub_broker):
+def test_concurrent_duplicates_create_exactly_one_job(tenant, stub_broker, redis_url):
     from tenants.services import api_key_create
 
     _, raw = api_key_create(tenant=tenant, name="concurrent")

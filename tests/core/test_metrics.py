@@ -91,7 +91,7 @@ def test_engine_time_queue_wait_and_outcomes_are_recorded_by_the_worker(client, 
     assert grew("mynah_jobs_finished_total", kind="tts", status="failed", error_code="text_rejected") == 1
 
 
-def test_a_metrics_token_is_required_when_configured(client, settings):
+def test_a_metrics_token_is_required_when_configured(client, settings, redis_url):
     settings.METRICS_TOKEN = "s3cret-scrape-token"
     refused = client.get("/metrics")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_metrics_token"
@@ -100,7 +100,7 @@ def test_a_metrics_token_is_required_when_configured(client, settings):
 
 
 @pytest.mark.django_db
-def test_probes_and_scrapes_by_pod_ip_pass_the_host_check_and_nothing_else_does(client, settings):
+def test_probes_and_scrapes_by_pod_ip_pass_the_host_check_and_nothing_else_does(client, settings, redis_url):
     """Kubelet probes and Prometheus address a pod by IP, which ALLOWED_HOSTS refuses."""
     settings.ALLOWED_HOSTS = ["api.example.com"]
     pod_ip = {"HTTP_HOST": "10.42.0.17:8000"}

@@ -35,7 +35,7 @@ def keep_test_connection():
 
 
 @pytest.fixture
-def auth_headers(tenant, keep_test_connection) -> dict[str, str]:
+def auth_headers(tenant, keep_test_connection, redis_url) -> dict[str, str]:
     from tenants.services import api_key_create
 
     _, raw_key = api_key_create(tenant=tenant, name="schemathesis")

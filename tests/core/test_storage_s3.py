@@ -19,6 +19,8 @@ from jobs import services
 from jobs.models import Job
 from jobs.services import JobRetry, TtsParams
 
+# A SeaweedFS server; job runs append to their event streams in Redis.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("redis_url")]
 MIB = 1024 * 1024
 
 

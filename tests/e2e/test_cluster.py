@@ -164,7 +164,7 @@ def test_request_id_passes_through_traefik(cluster):
 
 
 # ------------------------------------------------------------ edge rate limit
-def test_edge_rate_limit_answers_the_api_error_shape(live_server, tmp_path):
+def test_edge_rate_limit_answers_the_api_error_shape(live_server, tmp_path, redis_url):
     """The shipped middleware chain (errors page, rate limit, retry) with the
     rate turned down, in front of the live server."""
     dynamic = tmp_path / "dynamic"

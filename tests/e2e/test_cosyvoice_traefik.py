@@ -19,7 +19,7 @@ from jobs.models import Job
 from tests.support.workers import running_worker, wait_for_job
 from tests.voices.test_voices_api import _audio_file, _upload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -3,7 +3,7 @@ computed from seeded jobs, live refresh, charts that really draw (checked
 from screenshot pixels), the error banner, and data shown only as text.
 
 Browser tests are marked ``integration`` (they start Chromium and use the
-live server). ORM work happens before the browser opens: see tests/browser.py.
+live server). ORM work happens before the browser opens: see tests/support/browser.py.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def fast_refresh(monkeypatch):
 
 
 @pytest.fixture
-def broker_queues():
+def broker_queues(redis_url):
     """Real messages in the Redis broker the dashboard reads (settings.REDIS_URL):
     on "tts" 4 ready, 1 fetched and unacknowledged (in progress), 2 delayed,
     1 dead-lettered; on "video" 3 ready."""
@@ -283,7 +283,7 @@ def check_chart_pixels(screenshot_path, page) -> dict[str, dict[str, int]]:
 
 # -------------------------------------------------------------------- tests
 @pytest.mark.integration
-def test_dashboard_shows_seeded_numbers_refreshes_and_draws_every_chart(live_server, staff_user, broker_queues, fast_refresh):
+def test_dashboard_shows_seeded_numbers_refreshes_and_draws_every_chart(live_server, staff_user, broker_queues, fast_refresh, redis_url):
     seed_jobs()
     expected = expected_tiles()
     base = live_server.url
@@ -358,7 +358,7 @@ def test_dashboard_shows_seeded_numbers_refreshes_and_draws_every_chart(live_ser
 
 
 @pytest.mark.integration
-def test_data_from_tenants_is_shown_as_text_never_as_html(live_server, staff_user):
+def test_data_from_tenants_is_shown_as_text_never_as_html(live_server, staff_user, redis_url):
     evil = Tenant.objects.create(slug=EVIL_SLUG, name="Evil")  # bypasses the slug validator on purpose
     seeds = [
         Seed(EVIL_SLUG, T, S.FAILED, 2.0, wait_s=1, run_s=1, error_code=EVIL_CODE),
@@ -383,7 +383,7 @@ def test_data_from_tenants_is_shown_as_text_never_as_html(live_server, staff_use
 
 
 @pytest.mark.integration
-def test_failed_fetches_show_a_banner_that_clears_on_the_next_success(live_server, staff_user, fast_refresh):
+def test_failed_fetches_show_a_banner_that_clears_on_the_next_success(live_server, staff_user, fast_refresh, redis_url):
     seed_jobs(SEEDS[:4])
     data_url = re.compile(re.escape(reverse("staff-dashboard-data")))
     with chromium_session(name="dashboard-errors", reduced_motion="reduce") as browser:
@@ -438,7 +438,7 @@ def test_queue_error_is_shown_when_redis_is_down(live_server, staff_user, settin
 
 
 @pytest.mark.parametrize("name", ["staff-dashboard", "staff-dashboard-data"])
-def test_anonymous_and_non_staff_users_are_sent_to_the_login_page(client, db, name):
+def test_anonymous_and_non_staff_users_are_sent_to_the_login_page(client, db, name, redis_url):
     url = reverse(name)
     login = reverse("admin:login")
     response = client.get(url)

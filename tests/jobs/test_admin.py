@@ -144,7 +144,7 @@ def test_tenant_limits_are_editable_and_usage_is_shown(admin_client, tenant, api
     assert Tenant.objects.filter(name="Acme").exists()
 
 
-def test_a_new_api_key_is_shown_once_works_and_can_be_revoked(admin_client, tenant):
+def test_a_new_api_key_is_shown_once_works_and_can_be_revoked(admin_client, tenant, redis_url):
     response = admin_client.post("/admin/tenants/apikey/add/", {"tenant": tenant.pk, "name": "from-admin"}, follow=True)
     shown = re.search(r"The API key is: (\S+) ", response.content.decode())
     assert shown, response.content.decode()[:3000]

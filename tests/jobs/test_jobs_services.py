@@ -16,6 +16,9 @@ from jobs import services
 from jobs.models import Job
 from jobs.services import JobRetry, TtsParams
 
+# Job runs append to the job's event stream, in Redis.
+pytestmark = pytest.mark.usefixtures("redis_url")
+
 
 def _job(tenant, engine="espeak", text="Hello there. Testing one two three.", fmt="wav", **fields) -> Job:
     params = TtsParams(text=text, language="en", engine=engine, format=fmt, speed=1.0)

@@ -25,7 +25,8 @@ from tenants.models import Tenant
 from voices.models import VoicePrompt
 from webhooks.models import Delivery
 
-pytestmark = pytest.mark.django_db
+# Expiring a job appends to its event stream, in Redis.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_url")]
 
 
 def _finished_job(tenant, *, text: str = "Kept for a while.", use_cache: bool = False) -> Job:

@@ -113,6 +113,9 @@ def chromium_session(*, name: str = "browser", viewport: dict[str, int] | None =
     """Launch Chromium, open a first page (``viewport``, extra Playwright
     ``new_context`` options such as ``reduced_motion="reduce"``), yield the
     session, and always close the browser."""
+    from tests.support.guards import server_starting
+
+    server_starting("Chromium")
     if not shutil.which(CHROMIUM_PATH) and not os.access(CHROMIUM_PATH, os.X_OK):
         pytest.fail(f"Chromium not found at {CHROMIUM_PATH}: install Debian's chromium package (make test does).")
     from playwright.sync_api import sync_playwright

@@ -746,6 +746,9 @@ class ComfyUIStub:
     def __init__(self, **knobs: Any) -> None:
         import uvicorn
 
+        from tests.support.guards import server_starting
+
+        server_starting("a fake ComfyUI server")
         self.server = ComfyUIServer(**knobs)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

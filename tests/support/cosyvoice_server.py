@@ -153,6 +153,9 @@ class CosyVoiceStub:
     """The server in a background thread, for in-process tests."""
 
     def __init__(self) -> None:
+        from tests.support.guards import server_starting
+
+        server_starting("a fake CosyVoice server")
         self.server = CosyVoiceServer()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -15,6 +15,9 @@ from harness.stack import Stack
 from tenants.models import Tenant
 from tenants.services import api_key_create
 
+# The limiter keeps its buckets in Redis.
+pytestmark = pytest.mark.usefixtures("redis_url")
+
 
 def _client(tenant) -> APIClient:
     _, raw = api_key_create(tenant=tenant, name="rl")

@@ -56,7 +56,7 @@ def _status_and_code(client: APIClient):
     return response.status_code, body.get("error", {}).get("code")
 
 
-def test_missing_malformed_and_wrong_keys_are_401(tenant):
+def test_missing_malformed_and_wrong_keys_are_401(tenant, redis_url):
     client = APIClient()
     assert _status_and_code(client) == (401, "missing_api_key")
     client.credentials(HTTP_AUTHORIZATION="Token abc")
@@ -72,7 +72,7 @@ def test_missing_malformed_and_wrong_keys_are_401(tenant):
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_revoked_and_expired_keys_are_401_and_a_suspended_tenant_is_403(tenant):
+def test_revoked_and_expired_keys_are_401_and_a_suspended_tenant_is_403(tenant, redis_url):
     revoked, revoked_raw = api_key_create(tenant=tenant, name="r")
     api_key_revoke(api_key=revoked)
     _, expired_raw = api_key_create(tenant=tenant, name="e", expires_at=timezone.now() - timedelta(seconds=1))

@@ -205,7 +205,7 @@ def test_job_lifecycle_reaches_a_per_job_webhook_url(api, tenant, allow_loopback
     assert payloads[1]["data"]["result"]["url"].endswith(f"/v1/jobs/{job_id}/result")
 
 
-def test_progress_webhooks_are_throttled(tenant, allow_loopback, stub_broker):
+def test_progress_webhooks_are_throttled(tenant, allow_loopback, stub_broker, redis_url):
     allow_loopback.WEBHOOK_PROGRESS_INTERVAL_S = 3600
     with Receiver() as receiver:
         _endpoint(tenant, receiver.url, ["job.progress"])
