@@ -90,6 +90,34 @@ class Cluster:
         os.killpg(pid, signal.SIGKILL)
         return pid
 
+    def kill_during_a_run(self, name: str, runs_dir: Path, timeout: float = 60) -> list[str]:
+        """SIGKILL a worker while it is inside an engine run, so that a job is
+        certainly lost mid-run. Its process group is frozen (SIGSTOP) and
+        killed only if one of its processes has a run in progress (the marker
+        files the "slow" double leaves in ``runs_dir``, see harness/doubles.py);
+        otherwise it goes on (SIGCONT) and is looked at again. Frozen, it
+        cannot finish a run between the look and the kill. Returns the ids of
+        the jobs it was running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            group = self.pid(name)
+            os.killpg(group, signal.SIGSTOP)
+            running = []
+            for marker in runs_dir.glob("*.running"):
+                pid, _, job_id = marker.stem.partition("-")
+                try:
+                    if os.getpgid(int(pid)) == group:
+                        running.append(job_id)
+                except ProcessLookupError:  # a run of a process that died
+                    pass
+            if running:
+                os.killpg(group, signal.SIGKILL)
+                return running
+            os.killpg(group, signal.SIGCONT)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} started no engine run within {timeout} s")
+            time.sleep(0.02)
+
     def access_log(self) -> list[dict]:
         path = self.workdir / "var" / "traefik" / "access.log"
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

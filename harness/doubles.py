@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from core.context import job_id_var
 from engines.errors import EngineOutOfMemory, PermanentEngineError, TransientEngineError
 from engines.tts.base import SpeechRequest, TTSEngine
 from engines.video.base import TalkingHeadEngine, TalkingHeadRequest, TalkingHeadResult
@@ -58,7 +60,11 @@ class ToneEngine(_EnglishOnly):
 
 class SlowEngine(ToneEngine):
     """Tone, but each chunk takes a while and leaves a scratch file in the
-    job's workdir (so tests can cancel mid-run and check the cleanup)."""
+    job's workdir (so tests can cancel mid-run and check the cleanup).
+
+    With ``MYNAH_TEST_ENGINE_RUNS_DIR`` set, every run in progress is a file
+    there named ``<pid>-<job id>.running``, removed when the run returns: a
+    test can tell which process is inside an engine run, and with which job."""
 
     name = "slow"
     chunk_seconds = 0.3
@@ -67,7 +73,15 @@ class SlowEngine(ToneEngine):
     def run(self, request, progress, workdir: Path):
         SlowEngine.last_workdir = workdir
         (workdir / "scratch.bin").write_bytes(b"\0" * 1024)
-        return super().run(request, progress, workdir)
+        runs_dir = os.environ.get("MYNAH_TEST_ENGINE_RUNS_DIR")
+        if not runs_dir:
+            return super().run(request, progress, workdir)
+        marker = Path(runs_dir) / f"{os.getpid()}-{job_id_var.get()}.running"
+        marker.touch()
+        try:
+            return super().run(request, progress, workdir)
+        finally:
+            marker.unlink(missing_ok=True)
 
     def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
         time.sleep(self.chunk_seconds)
