@@ -102,14 +102,11 @@ class Cluster:
         while True:
             group = self.pid(name)
             os.killpg(group, signal.SIGSTOP)
-            running = []
-            for marker in runs_dir.glob("*.running"):
-                pid, _, job_id = marker.stem.partition("-")
-                try:
-                    if os.getpgid(int(pid)) == group:
-                        running.append(job_id)
-                except ProcessLookupError:  # a run of a process that died
-                    pass
+            try:
+                running = [job_id for pid, job_id in self._runs(runs_dir) if _group_of(pid) == group]
+            except BaseException:
+                os.killpg(group, signal.SIGCONT)
+                raise
             if running:
                 os.killpg(group, signal.SIGKILL)
                 return running
@@ -117,6 +114,15 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} started no engine run within {timeout} s")
             time.sleep(0.02)
+
+    @staticmethod
+    def _runs(runs_dir: Path) -> list[tuple[int, str]]:
+        """(pid, job id) of every engine run in progress."""
+        runs = []
+        for marker in runs_dir.glob("*.running"):
+            pid, _, job_id = marker.stem.partition("-")
+            runs.append((int(pid), job_id))
+        return runs
 
     def access_log(self) -> list[dict]:
         path = self.workdir / "var" / "traefik" / "access.log"
@@ -131,3 +137,10 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:  # a run of a process that died
+        return None
