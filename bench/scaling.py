@@ -158,7 +158,7 @@ def worker_throughput(cluster, engine: str, jobs: int, text: str) -> dict:
         time.sleep(0.5)
     from datetime import datetime
 
-    from tests.stack import list_all_jobs
+    from harness.stack import list_all_jobs
 
     jobs_seen = [job for job_id, job in list_all_jobs(session, cluster.url, {}).items() if job_id in set(ids)]
     parse = lambda value: datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: E731
@@ -179,7 +179,7 @@ def pgbench_tps(database_url: str, seconds: int = 10) -> float | None:
     (pgbench's simple-update), for the headroom estimate."""
     if not database_url.startswith("postgres"):
         return None
-    from tests.postgres import _bin_dir
+    from harness.postgres import _bin_dir
 
     pgbench = str(_bin_dir() / "pgbench")
     subprocess.run([pgbench, "-i", "-q", "-s", "2", database_url], check=True, capture_output=True)
@@ -203,14 +203,14 @@ def run(*, seconds: float = 10, clients: int = 16, postgres: bool = True) -> dic
     import django
 
     django.setup()
-    from tests.cluster import Cluster
+    from harness.cluster import Cluster
 
     pg = None
     results: dict = {"database": "postgres" if postgres else "sqlite", "clients": clients}
     with tempfile.TemporaryDirectory(prefix="mynah-scaling-") as tmp:
         workdir = Path(tmp)
         if postgres:
-            from tests.postgres import PostgresCluster
+            from harness.postgres import PostgresCluster
 
             pg = PostgresCluster().init().start()
         try:

@@ -24,8 +24,8 @@ from engines.video.base import TalkingHeadRequest  # noqa: E402
 from engines.video.builtin import BuiltinEngine  # noqa: E402
 from engines.video.inputs import check_portrait  # noqa: E402
 from engines.video.quality import measure  # noqa: E402
-from tests.audio_samples import RATE, encode, speech  # noqa: E402
-from tests.portraits import astronaut, encoded, grace_hopper  # noqa: E402
+from harness.audio_samples import RATE, encode, speech  # noqa: E402
+from harness.portraits import astronaut, encoded, grace_hopper  # noqa: E402
 
 CLIP_S = 10.0
 

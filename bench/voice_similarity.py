@@ -19,7 +19,7 @@ from engines.tts.base import SpeechRequest, VoiceReference  # noqa: E402
 from engines.registry import get_engine  # noqa: E402
 from engines.voice import speaker  # noqa: E402
 from engines.voice.analysis import analyze_prompt  # noqa: E402
-from tests.audio_samples import encode, padded, speech  # noqa: E402
+from harness.audio_samples import encode, padded, speech  # noqa: E402
 
 # Different speakers: the neural piper voice and espeak-ng voices with
 # different variants (pitch, formants, voice quality).

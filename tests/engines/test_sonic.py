@@ -28,8 +28,8 @@ from engines.video import sonic
 from engines.video.base import FaceBox, TalkingHeadRequest, TalkingHeadResult
 from engines.video.media import probe_video
 from engines.video.sonic import SonicConfig, SonicEngine
-from tests.audio_samples import encode, speech
-from tests.comfyui_server import ComfyUIStub, Validator, node_types
+from harness.audio_samples import encode, speech
+from tests.support.comfyui_server import ComfyUIStub, Validator, node_types
 
 TEXT = "Hello there. This is a short test of the talking head."
 FPS = 25
@@ -91,6 +91,7 @@ def rendered(media, tmp_path_factory) -> Rendered:
     return Rendered(result, requests, prompt, recorder.calls, audio, rate)
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_the_face_crop_and_a_16_bit_wav_of_the_audio_are_uploaded(rendered, media):
     uploads = [r for r in rendered.requests if r["path"] == "/upload/image"]
     assert [u["form"] for u in uploads] == [{"type": "input", "overwrite": "true"}] * 2
@@ -111,6 +112,7 @@ def test_the_face_crop_and_a_16_bit_wav_of_the_audio_are_uploaded(rendered, medi
         assert wav.getnframes() == rendered.audio.size + round(2 / FPS * rendered.rate)
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_the_prompt_carries_the_parameters_and_the_decoded_duration(rendered):
     prompt, uploads = rendered.prompt, [r for r in rendered.requests if r["path"] == "/upload/image"]
     assert prompt["1"]["inputs"]["image"] == uploads[0]["files"]["image"]["filename"]
@@ -130,6 +132,7 @@ def test_the_prompt_carries_the_parameters_and_the_decoded_duration(rendered):
     assert "8" not in prompt and "9" not in prompt  # the optional loaders are left out when unused
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_the_websocket_is_opened_before_queueing_with_the_prompts_client_id(rendered):
     paths = [r["path"] for r in rendered.requests]
     assert paths.index("/ws") < paths.index("/prompt")
@@ -138,6 +141,7 @@ def test_the_websocket_is_opened_before_queueing_with_the_prompts_client_id(rend
     assert queued["json"]["client_id"] == ws["query"]["clientId"]
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_progress_follows_the_nodes_and_steps_monotonically(rendered):
     percents = [p for p, _ in rendered.progress]
     assert percents == sorted(percents) and percents[-1] <= 99
@@ -147,6 +151,7 @@ def test_progress_follows_the_nodes_and_steps_monotonically(rendered):
     assert len(rendering) >= 10 and min(rendering) == 20 and max(rendering) == 88  # 12 sampler steps across the band
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_the_video_is_fetched_and_read_back(rendered):
     result = rendered.result
     video = probe_video(result.path)
@@ -162,6 +167,7 @@ def test_the_video_is_fetched_and_read_back(rendered):
     assert set(result.info) == {"prompt_id", "server", "render_s", "crop"} and result.info["render_s"] > 0
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_a_sampler_that_reports_no_steps_still_moves_and_checks_for_cancel(media, tmp_path):
     recorder = Recorder()
     with ComfyUIStub(sampler_progress=False, step_delay_s=0.05) as server:
@@ -172,6 +178,7 @@ def test_a_sampler_that_reports_no_steps_still_moves_and_checks_for_cancel(media
     assert len(rendering) >= 2  # the callback (the cancel check) was called during the silent render
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_a_frame_rate_sonic_cannot_render_is_refused_before_any_upload(media, tmp_path):
     with ComfyUIStub() as server:
         with pytest.raises(PermanentEngineError, match="25 frames per second") as caught:
@@ -180,6 +187,7 @@ def test_a_frame_rate_sonic_cannot_render_is_refused_before_any_upload(media, tm
     assert caught.value.code == "unsupported_option"
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_out_of_memory_on_the_server_is_reported_as_such(media, tmp_path):
     with ComfyUIStub(oom_above=512) as server:
         with pytest.raises(EngineOutOfMemory, match="CUDA out of memory") as caught:
@@ -187,6 +195,7 @@ def test_out_of_memory_on_the_server_is_reported_as_such(media, tmp_path):
     assert caught.value.code == "out_of_memory" and "SONICSampler" in caught.value.message
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 @pytest.mark.parametrize(
     ("knobs", "config", "changes", "reason"),
     [
@@ -209,6 +218,7 @@ def test_a_server_that_is_down_is_transient(media, tmp_path):
         _engine(f"http://127.0.0.1:{free_port()}").run(_request(media), Recorder(), tmp_path)
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_a_dead_instance_fails_over_to_the_next(media, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     with ComfyUIStub() as server:
@@ -222,6 +232,7 @@ def test_a_dead_instance_fails_over_to_the_next(media, tmp_path):
     assert cached == [[], ["3", "4"]]
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_a_websocket_dropped_mid_render_falls_back_to_the_history(media, tmp_path):
     recorder = Recorder()
     with ComfyUIStub(drop_ws_at_step=3, step_delay_s=0.05) as server:
@@ -232,6 +243,7 @@ def test_a_websocket_dropped_mid_render_falls_back_to_the_history(media, tmp_pat
     assert max(p for p, stage in recorder.calls if stage == "rendering") < 88  # the later steps were never seen
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_cancel_interrupts_the_prompt_and_propagates(media, tmp_path):
     with ComfyUIStub(step_delay_s=0.1) as server:
         with pytest.raises(Canceled):
@@ -243,6 +255,7 @@ def test_cancel_interrupts_the_prompt_and_propagates(media, tmp_path):
     assert events[-1] == "execution_interrupted"
 
 
+@pytest.mark.integration  # a fake ComfyUI server
 def test_a_render_over_the_time_limit_is_stopped_and_transient(media, tmp_path):
     with ComfyUIStub(step_delay_s=0.2) as server:
         engine = SonicEngine(SonicConfig(urls=(server.url,), connect_timeout_s=0.5, timeout_s=1.0, tick_s=0.2))

@@ -17,8 +17,8 @@ from engines.video.features import mouth_track
 from engines.video.inputs import check_audio, check_portrait
 from engines.video.media import probe_video
 from engines.video.quality import measure
-from tests.audio_samples import RATE, encode, speech
-from tests.portraits import astronaut, cat, coffee, encoded, grace_hopper, two_people
+from harness.audio_samples import RATE, encode, speech
+from harness.portraits import astronaut, cat, coffee, encoded, grace_hopper, two_people
 
 SILENCE = np.zeros(RATE // 2, np.float32)
 

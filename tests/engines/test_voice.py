@@ -12,7 +12,7 @@ from engines.voice import speaker
 from engines.voice.analysis import analyze_prompt
 from engines.voice.matching import match_voice, voice_profile
 from engines.voice.prompt import DecodedPrompt, PromptRejected, decode_prompt
-from tests.audio_samples import FORMATS, RATE, encode, padded, speech
+from harness.audio_samples import FORMATS, RATE, encode, padded, speech
 
 # ------------------------------------------------------------------ decoding
 
