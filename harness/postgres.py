@@ -6,7 +6,6 @@ pg_ctl on a free loopback port, removed afterwards. Debian's server binaries
 from __future__ import annotations
 
 import contextlib
-
 import glob
 import os
 import pwd
