@@ -18,8 +18,12 @@ class AuditedAdminMixin:
     def _audit(self, request: HttpRequest, action: str, obj: Model, detail: Any = None) -> None:
         tenant = getattr(obj, "tenant", None) if obj._meta.label_lower != "tenants.tenant" else obj
         audit_record(
-            action=f"admin.{action}", actor=f"staff:{request.user.get_username()}", tenant=tenant, target=obj,
-            ip=client_ip(request), metadata={"model": obj._meta.label_lower, "change": str(detail or "")[:500]},
+            action=f"admin.{action}",
+            actor=f"staff:{request.user.get_username()}",
+            tenant=tenant,
+            target=obj,
+            ip=client_ip(request),
+            metadata={"model": obj._meta.label_lower, "change": str(detail or "")[:500]},
         )
 
     def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> Any:

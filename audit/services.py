@@ -48,5 +48,10 @@ def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any =
     except redis.RedisError:
         first = True  # better an extra line than a missing one
     if first:
-        audit_record(action="auth.failure", actor=f"api_key:{prefix[:32]}" if prefix else "anonymous", tenant=tenant, ip=ip,
-                     metadata={"reason": reason, "path": request.path[:200]})
+        audit_record(
+            action="auth.failure",
+            actor=f"api_key:{prefix[:32]}" if prefix else "anonymous",
+            tenant=tenant,
+            ip=ip,
+            metadata={"reason": reason, "path": request.path[:200]},
+        )

@@ -83,4 +83,4 @@ def wait_all_done(url: str, key: str, timeout: float = 600.0) -> list[dict]:
 def ts(value: str) -> float:
     from datetime import datetime
 
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(value).timestamp()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_args, ms, percentile, session_for, ts, wait_all_done  # noqa: E402
+from common import base_args, ms, percentile, session_for, ts, wait_all_done
 
 
 def run(url: str, key: str, repeats: int, engine: str = "espeak") -> dict:
@@ -29,8 +29,15 @@ def run(url: str, key: str, repeats: int, engine: str = "espeak") -> dict:
         hits += body["cache_hit"] and body["status"] == "succeeded"
     jobs = [job for job in wait_all_done(url, key) if job["input"]["text"] == payload["text"]]
     engine_runs = sum(1 for job in jobs if not job["cache_hit"])
-    return {"repeats": repeats, "hits": hits, "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99),
-            "engine_runs": engine_runs, "avoided": len(jobs) - engine_runs, "first_run_s": ts(first["created_at"])}
+    return {
+        "repeats": repeats,
+        "hits": hits,
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+        "engine_runs": engine_runs,
+        "avoided": len(jobs) - engine_runs,
+        "first_run_s": ts(first["created_at"]),
+    }
 
 
 def describe(result: dict) -> str:

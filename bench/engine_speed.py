@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines.registry import get_engine  # noqa: E402
-from engines.tts.base import SpeechRequest  # noqa: E402
+from engines.registry import get_engine
+from engines.tts.base import SpeechRequest
 
 TEXT = (
     "Mynah turns text into speech on ordinary processors. Each sentence is synthesized in turn, "
@@ -32,7 +32,9 @@ def run() -> list[dict]:
                 result = engine.run(SpeechRequest(text=text, language=language), lambda p, s: None, Path(workdir))
                 runs.append((time.perf_counter() - start, result.duration_s))
         elapsed, audio_s = min(runs)
-        rows.append({"engine": name, "language": language, "load_s": load_s, "synth_s": elapsed, "audio_s": audio_s, "rtf": elapsed / audio_s})
+        rows.append(
+            {"engine": name, "language": language, "load_s": load_s, "synth_s": elapsed, "audio_s": audio_s, "rtf": elapsed / audio_s}
+        )
     return rows
 
 

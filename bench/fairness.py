@@ -13,14 +13,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_args, session_for, submit_many, ts, wait_all_done  # noqa: E402
+from common import base_args, session_for, submit_many, ts, wait_all_done
 
 
 def run(url: str, key: str, other_key: str, burst: int, engine: str = "espeak") -> dict:
     started = time.perf_counter()
     burst_ids = submit_many(url, key, [{"text": f"Burst job number {i}.", "engine": engine, "cache": False} for i in range(burst)])
     submit_s = time.perf_counter() - started
-    other = session_for(other_key).post(f"{url}/v1/tts", json={"text": "The other tenant.", "engine": engine, "cache": False}, timeout=30).json()
+    other = (
+        session_for(other_key)
+        .post(f"{url}/v1/tts", json={"text": "The other tenant.", "engine": engine, "cache": False}, timeout=30)
+        .json()
+    )
     other_jobs = wait_all_done(url, other_key)
     burst_jobs = wait_all_done(url, key)
     mine = next(job for job in other_jobs if job["id"] == other["id"])
@@ -28,7 +32,10 @@ def run(url: str, key: str, other_key: str, burst: int, engine: str = "espeak") 
     ahead = [job for job in burst_jobs if job["started_at"] and submitted_at <= ts(job["started_at"]) < started_at]
     last_burst_start = max(ts(job["started_at"]) for job in burst_jobs if job["started_at"])
     return {
-        "burst": len(burst_ids), "submit_s": submit_s, "wait_s": started_at - submitted_at, "slots_behind": len(ahead),
+        "burst": len(burst_ids),
+        "submit_s": submit_s,
+        "wait_s": started_at - submitted_at,
+        "slots_behind": len(ahead),
         "burst_drain_s": last_burst_start - submitted_at,
     }
 

@@ -30,8 +30,15 @@ def _setup(workdir: Path, postgres: bool) -> tuple[object | None, subprocess.Pop
     redis = subprocess.Popen(redis_server_argv(port=redis_port, data_dir=workdir / "redis", persistent=False), stdout=subprocess.DEVNULL)
     wait_for_redis("127.0.0.1", redis_port, process=redis)
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-    os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings", "MYNAH_VAR_DIR": str(workdir), "LOG_LEVEL": "WARNING",
-                       "MEDIA_ROOT": str(workdir / "media"), "SECRET_KEY": "bench"})
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "MYNAH_VAR_DIR": str(workdir),
+            "LOG_LEVEL": "WARNING",
+            "MEDIA_ROOT": str(workdir / "media"),
+            "SECRET_KEY": "bench",
+        }
+    )
     if postgres:
         from harness.postgres import PostgresCluster
 
@@ -58,17 +65,25 @@ def _seed(jobs: int) -> None:
     tenants = [Tenant.objects.create(slug=f"tenant-{index}") for index in range(20)]
     now = timezone.now()
     rows = []
-    for index in range(jobs):
+    for _index in range(jobs):
         created = now - timedelta(seconds=random.uniform(0, 2 * 3600))
         status = random.choice(["succeeded"] * 8 + ["failed", "queued", "running"])
         started = created + timedelta(seconds=random.uniform(0.01, 3))
         finished = started + timedelta(seconds=random.uniform(0.1, 20)) if status in ("succeeded", "failed") else None
-        rows.append(Job(
-            tenant=random.choice(tenants), kind=random.choice(["tts", "tts", "talking_head"]), engine="piper", status=status,
-            created_at=created, started_at=started if status != "queued" else None, finished_at=finished,
-            error_code="engine_error" if status == "failed" else "", cache_hit=random.random() < 0.1,
-            result_duration_s=random.uniform(1, 10) if status == "succeeded" else None,
-        ))
+        rows.append(
+            Job(
+                tenant=random.choice(tenants),
+                kind=random.choice(["tts", "tts", "talking_head"]),
+                engine="piper",
+                status=status,
+                created_at=created,
+                started_at=started if status != "queued" else None,
+                finished_at=finished,
+                error_code="engine_error" if status == "failed" else "",
+                cache_hit=random.random() < 0.1,
+                result_duration_s=random.uniform(1, 10) if status == "succeeded" else None,
+            )
+        )
     Job.objects.bulk_create(rows, batch_size=2000)
 
 
@@ -92,8 +107,9 @@ def _expired_with_files(count: int) -> None:
     tenant = Tenant.objects.get(slug="tenant-0")
     past = timezone.now() - timedelta(days=1)
     for index in range(count):
-        job = Job.objects.create(tenant=tenant, kind="tts", engine="piper", status="succeeded", result_expires_at=past,
-                                 dedup_key=f"{index:064x}")
+        job = Job.objects.create(
+            tenant=tenant, kind="tts", engine="piper", status="succeeded", result_expires_at=past, dedup_key=f"{index:064x}"
+        )
         key = default_storage.save(f"tenants/{tenant.id}/jobs/{job.id}/output-1.wav", ContentFile(b"\0" * 4096))
         Job.objects.filter(id=job.id).update(result_key=key)
 
@@ -118,8 +134,16 @@ def run(jobs: int = 20_000, expired: int = 2_000, postgres: bool = False) -> dic
             start = time.perf_counter()
             jobs_purge(now=timezone.now())  # nothing left to expire; sweeps the storage tree
             sweep_s = time.perf_counter() - start
-            return {"database": "postgres" if postgres else "sqlite", "jobs": jobs, "scrape_s": scrape, "dashboard_s": dashboard,
-                    "expired": report.jobs_expired, "purge_s": purge_s, "purge_per_s": report.jobs_expired / purge_s, "sweep_s": sweep_s}
+            return {
+                "database": "postgres" if postgres else "sqlite",
+                "jobs": jobs,
+                "scrape_s": scrape,
+                "dashboard_s": dashboard,
+                "expired": report.jobs_expired,
+                "purge_s": purge_s,
+                "purge_per_s": report.jobs_expired / purge_s,
+                "sweep_s": sweep_s,
+            }
         finally:
             redis.terminate()
             if cluster is not None:
@@ -140,9 +164,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['database']}, {result['jobs']} jobs: /metrics scrape {result['scrape_s'] * 1000:.0f} ms, "
-          f"dashboard data {result['dashboard_s'] * 1000:.0f} ms; purge_expired {result['expired']} expired jobs with files in "
-          f"{result['purge_s']:.2f} s ({result['purge_per_s']:.0f} jobs/s); re-run with the orphan sweep {result['sweep_s']:.2f} s")
+    print(
+        f"{result['database']}, {result['jobs']} jobs: /metrics scrape {result['scrape_s'] * 1000:.0f} ms, "
+        f"dashboard data {result['dashboard_s'] * 1000:.0f} ms; purge_expired {result['expired']} expired jobs with files in "
+        f"{result['purge_s']:.2f} s ({result['purge_per_s']:.0f} jobs/s); re-run with the orphan sweep {result['sweep_s']:.2f} s"
+    )
 
 
 if __name__ == "__main__":

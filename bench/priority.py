@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_args, session_for, submit_many, ts, wait_all_done  # noqa: E402
+from common import base_args, session_for, submit_many, ts, wait_all_done
 
 
 def run(url: str, key: str, backlog: int, engine: str = "espeak") -> dict:

@@ -42,7 +42,9 @@ def _scaling() -> dict:
     import json
     import subprocess
 
-    output = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py")], check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    output = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scaling.py")], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout
     return json.loads(output)
 
 
@@ -50,8 +52,11 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="mynah-bench-") as workdir:
         # Benchmarks measure throughput, so the tenants' request and job limits are lifted.
-        unlimited = {"TENANT_RATE_LIMIT_PER_MINUTE": "10000000", "TENANT_KEY_RATE_LIMIT_PER_MINUTE": "10000000",
-                     "TENANT_MAX_ACTIVE_JOBS": "10000000"}
+        unlimited = {
+            "TENANT_RATE_LIMIT_PER_MINUTE": "10000000",
+            "TENANT_KEY_RATE_LIMIT_PER_MINUTE": "10000000",
+            "TENANT_MAX_ACTIVE_JOBS": "10000000",
+        }
         stack = Stack(
             Path(workdir), web_workers=int(os.environ.get("WEB_CONCURRENCY", "2")), extra_env={"LOG_LEVEL": "WARNING", **unlimited}
         )
@@ -61,11 +66,18 @@ def main() -> None:
             rows.append(("pickup p50 / p95 (idle worker)", f"{ms(result['pickup_p50_s'])} / {ms(result['pickup_p95_s'])}"))
             rows.append(("submit -> finished p50 (espeak, short text)", ms(result["total_p50_s"])))
             for concurrency in (1, 16):
-                result = submit.run(stack.base_url, stack.api_key, 1000, concurrency, {"text": "Benchmark sentence.", "engine": "espeak", "cache": False})
+                result = submit.run(
+                    stack.base_url, stack.api_key, 1000, concurrency, {"text": "Benchmark sentence.", "engine": "espeak", "cache": False}
+                )
                 rows.append((f"submit, {concurrency} clients: accepted/s", f"{result['accepted_per_s']:.0f}"))
                 rows.append((f"submit, {concurrency} clients: p50 / p99", f"{ms(result['p50_s'])} / {ms(result['p99_s'])}"))
             result = sse.run(stack.base_url, stack.api_key, 500, 500, 16, watch_engine="slow")
-            rows.append(("SSE: 500 streams opened in", f"{result['open_s']:.2f} s ({result['streams_ok']} ok, {result['still_open']} open at the end)"))
+            rows.append(
+                (
+                    "SSE: 500 streams opened in",
+                    f"{result['open_s']:.2f} s ({result['streams_ok']} ok, {result['still_open']} open at the end)",
+                )
+            )
             for label, key in (("without streams", "baseline"), ("with 500 open streams", "loaded")):
                 run_ = result[key]
                 rows.append((f"submit, 16 clients, {label}: accepted/s (p99)", f"{run_['accepted_per_s']:.0f} ({ms(run_['p99_s'])})"))
@@ -73,44 +85,92 @@ def main() -> None:
             result = dedup.run(stack.base_url, stack.api_key, 200)
             rows.append(("dedup: cache-hit submit p50 / p99", f"{ms(result['p50_s'])} / {ms(result['p99_s'])}"))
             rows.append(("dedup: engine runs for 201 identical requests", f"{result['engine_runs']} ({result['avoided']} avoided)"))
-            stack.manage("shell", "-c", "from tenants.models import Tenant; Tenant.objects.filter(slug='acme').update(allow_high_priority=True)")
+            stack.manage(
+                "shell", "-c", "from tenants.models import Tenant; Tenant.objects.filter(slug='acme').update(allow_high_priority=True)"
+            )
             result = priority.run(stack.base_url, stack.api_key, 500)
-            rows.append(("priority: high job behind 500 normal: start delay", f"{result['wait_s'] * 1000:.0f} ms ({result['started_ahead']} normal jobs started first)"))
+            rows.append(
+                (
+                    "priority: high job behind 500 normal: start delay",
+                    f"{result['wait_s'] * 1000:.0f} ms ({result['started_ahead']} normal jobs started first)",
+                )
+            )
             result = fairness.run(stack.base_url, stack.api_key, stack.other_api_key, 800)
-            rows.append(("fairness: B's job after A's burst of 800: start delay", f"{result['wait_s'] * 1000:.0f} ms (behind {result['slots_behind']} of A's jobs)"))
+            rows.append(
+                (
+                    "fairness: B's job after A's burst of 800: start delay",
+                    f"{result['wait_s'] * 1000:.0f} ms (behind {result['slots_behind']} of A's jobs)",
+                )
+            )
             wait_all_done(stack.base_url, stack.api_key)
             result = talking_head.end_to_end(stack.base_url, stack.api_key)
-            rows.append(("talking head: POST -> succeeded, 10 s clip at 512 px (builtin)", f"{result['total_s']:.2f} s ({result['status']})"))
+            rows.append(
+                ("talking head: POST -> succeeded, 10 s clip at 512 px (builtin)", f"{result['total_s']:.2f} s ({result['status']})")
+            )
         finally:
             stack.stop()
     for row in engine_speed.run():
-        rows.append((f"engine {row['engine']} [{row['language']}] RTF", f"{row['rtf']:.3f} ({row['audio_s']:.1f} s audio in {row['synth_s'] * 1000:.0f} ms)"))
+        rows.append(
+            (
+                f"engine {row['engine']} [{row['language']}] RTF",
+                f"{row['rtf']:.3f} ({row['audio_s']:.1f} s audio in {row['synth_s'] * 1000:.0f} ms)",
+            )
+        )
     for row in talking_head.run()["rows"]:
         label = f"talking head render, 10 s clip, {row['portrait']} {row['resolution']} px"
         rows.append((label, f"{row['wall_s']:.2f} s ({row['fps']:.1f} frames/s)"))
         if "correlation" in row:
-            rows.append((f"lip sync ({row['portrait']}): mouth vs loudness r / lag / mouth in silence vs speech",
-                         f"{row['correlation']:.3f} / {row['lag']} frames / {row['silent']:.3f} vs {row['speech']:.3f}"))
+            rows.append(
+                (
+                    f"lip sync ({row['portrait']}): mouth vs loudness r / lag / mouth in silence vs speech",
+                    f"{row['correlation']:.3f} / {row['lag']} frames / {row['silent']:.3f} vs {row['speech']:.3f}",
+                )
+            )
     for database in ("sqlite", "postgres"):
         ops = _operations(database)
-        rows.append((f"ops ({database}, {ops['jobs']} jobs): /metrics scrape / dashboard data", f"{ms(ops['scrape_s'])} / {ms(ops['dashboard_s'])}"))
-        rows.append((f"ops ({database}): purge_expired, expired jobs with files", f"{ops['purge_per_s']:.0f} jobs/s ({ops['expired']} in {ops['purge_s']:.1f} s)"))
+        rows.append(
+            (f"ops ({database}, {ops['jobs']} jobs): /metrics scrape / dashboard data", f"{ms(ops['scrape_s'])} / {ms(ops['dashboard_s'])}")
+        )
+        rows.append(
+            (
+                f"ops ({database}): purge_expired, expired jobs with files",
+                f"{ops['purge_per_s']:.0f} jobs/s ({ops['expired']} in {ops['purge_s']:.1f} s)",
+            )
+        )
     scale = _scaling()
     for instances in (1, 2):
         web = scale[f"web_{instances}"]
-        rows.append((f"through Traefik, {instances} web instance(s) x 1 process, Postgres: submits/s (p50 / p99)",
-                     f"{web['per_s']:.0f} ({ms(web['p50_s'])} / {ms(web['p99_s'])})"))
+        rows.append(
+            (
+                f"through Traefik, {instances} web instance(s) x 1 process, Postgres: submits/s (p50 / p99)",
+                f"{web['per_s']:.0f} ({ms(web['p50_s'])} / {ms(web['p99_s'])})",
+            )
+        )
     rows.append(("through Traefik: scaling factor 2 vs 1 web instances (same 2 cores)", f"{scale['scaling_factor']:.2f}"))
     cpu = scale["web_1"]["cpu_ms_per_submit"]
-    rows.append(("CPU per submit: web / Postgres / Traefik / Redis", " / ".join(f"{cpu[tier]:.2f} ms" for tier in ("web", "postgres", "traefik", "redis"))))
+    rows.append(
+        (
+            "CPU per submit: web / Postgres / Traefik / Redis",
+            " / ".join(f"{cpu[tier]:.2f} ms" for tier in ("web", "postgres", "traefik", "redis")),
+        )
+    )
     for engine in ("espeak", "piper"):
         worker = scale[f"worker_{engine}"]
-        rows.append((f"speech worker (1 process x 2 threads), {engine}: jobs/s; Postgres commits per job",
-                     f"{worker['jobs_per_s']:.2f}; {worker['db_commits_per_job']:.0f}"))
+        rows.append(
+            (
+                f"speech worker (1 process x 2 threads), {engine}: jobs/s; Postgres commits per job",
+                f"{worker['jobs_per_s']:.2f}; {worker['db_commits_per_job']:.0f}",
+            )
+        )
     voices = voice_similarity.run()
     pairs = voices["rows"]
     mean = lambda key: sum(row[key] for row in pairs) / len(pairs)  # noqa: E731
-    rows.append((f"voice matching: speaker similarity without -> with ({len(pairs)} prompt x engine pairs)", f"{mean('without'):.3f} -> {mean('with'):.3f}"))
+    rows.append(
+        (
+            f"voice matching: speaker similarity without -> with ({len(pairs)} prompt x engine pairs)",
+            f"{mean('without'):.3f} -> {mean('with'):.3f}",
+        )
+    )
     rows.append(("voice prompt analysis p50 (VAD + embedding + quality)", ms(voices["analysis_p50_s"])))
     table = "| benchmark | result |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
     table += "\n\n| prompt voice | engine | similarity without matching | with matching | matching kept |\n|---|---|---|---|---|\n"

@@ -28,8 +28,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 # The tenant limits would cap a single demo key long before the web tier.
 UNLIMITED = {
-    "TENANT_RATE_LIMIT_PER_MINUTE": "100000000", "TENANT_KEY_RATE_LIMIT_PER_MINUTE": "100000000",
-    "TENANT_MAX_ACTIVE_JOBS": "100000000", "WEB_CONCURRENCY": "1",
+    "TENANT_RATE_LIMIT_PER_MINUTE": "100000000",
+    "TENANT_KEY_RATE_LIMIT_PER_MINUTE": "100000000",
+    "TENANT_MAX_ACTIVE_JOBS": "100000000",
+    "WEB_CONCURRENCY": "1",
 }
 SPEECH_JOBS = {  # engine: (jobs, text); about one sentence of customer text each
     "espeak": (300, "Your order {i} has shipped and will arrive on Thursday between nine and noon."),
@@ -84,18 +86,22 @@ def _cpu_s(match) -> float:
             text = stat.read_text()
         except OSError:
             continue
-        comm = text[text.index("(") + 1: text.rindex(")")]
-        fields = text[text.rindex(")") + 2:].split()
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
         if match(int(stat.parent.name), int(fields[2]), comm):
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def _in_groups(pgids: set[int]):
+    return lambda pid, pgrp, comm: pgrp in pgids
 
 
 def cpu_per_submit(cluster, url: str, key: str, seconds: float, clients: int) -> dict:
     """Submit throughput plus the CPU each tier spent per accepted submit."""
     groups = {"web": {cluster.pid(name) for name in cluster.web_names}, "traefik": {cluster.pid("traefik")}}
     tiers = {
-        **{tier: (lambda pgids: lambda pid, pgrp, comm: pgrp in pgids)(pgids) for tier, pgids in groups.items()},
+        **{tier: _in_groups(pgids) for tier, pgids in groups.items()},
         "postgres": lambda pid, pgrp, comm: comm.startswith("postgres"),
         "redis": lambda pid, pgrp, comm: comm.startswith("redis-server"),
     }
@@ -119,8 +125,13 @@ def submit_throughput(url: str, key: str, seconds: float, clients: int, processe
     accepted = sum(r[0] for r in results)
     failed = sum(r[1] for r in results)
     latencies = sorted(x for r in results for x in r[2])
-    return {"per_s": accepted / elapsed, "elapsed_s": elapsed, "failed": failed,
-            "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99)}
+    return {
+        "per_s": accepted / elapsed,
+        "elapsed_s": elapsed,
+        "failed": failed,
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+    }
 
 
 def _redis_cost(client) -> tuple[int, float]:
@@ -161,12 +172,13 @@ def worker_throughput(cluster, engine: str, jobs: int, text: str) -> dict:
     from harness.stack import list_all_jobs
 
     jobs_seen = [job for job_id, job in list_all_jobs(session, cluster.url, {}).items() if job_id in set(ids)]
-    parse = lambda value: datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: E731
+    parse = lambda value: datetime.fromisoformat(value)  # noqa: E731
     span = (max(parse(j["finished_at"]) for j in jobs_seen) - min(parse(j["started_at"]) for j in jobs_seen)).total_seconds()
     calls_after, cpu_after = _redis_cost(redis_client)
     xact_after = _db_cost(cluster.env["DATABASE_URL"])
     return {
-        "jobs_per_s": jobs / span, "span_s": span,
+        "jobs_per_s": jobs / span,
+        "span_s": span,
         # Includes the bench's submits and its few polls: an upper bound per job.
         "redis_calls_per_job": (calls_after - calls_before) / jobs,
         "redis_cpu_ms_per_job": (cpu_after - cpu_before) * 1000 / jobs,
@@ -183,8 +195,9 @@ def pgbench_tps(database_url: str, seconds: int = 10) -> float | None:
 
     pgbench = str(_bin_dir() / "pgbench")
     subprocess.run([pgbench, "-i", "-q", "-s", "2", database_url], check=True, capture_output=True)
-    out = subprocess.run([pgbench, "-N", "-c", "8", "-j", "2", "-T", str(seconds), database_url], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [pgbench, "-N", "-c", "8", "-j", "2", "-T", str(seconds), database_url], check=True, capture_output=True, text=True
+    ).stdout
     line = next(line for line in out.splitlines() if line.startswith("tps"))
     return float(line.split("=")[1].split()[0])
 
@@ -214,6 +227,7 @@ def run(*, seconds: float = 10, clients: int = 16, postgres: bool = True) -> dic
 
             pg = PostgresCluster().init().start()
         try:
+
             def database(name: str) -> str | None:
                 if pg is None:
                     return None
@@ -223,8 +237,9 @@ def run(*, seconds: float = 10, clients: int = 16, postgres: bool = True) -> dic
             for instances in (1, 2):
                 path = workdir / f"web{instances}"
                 path.mkdir()
-                cluster = Cluster(path, web_instances=instances, worker_replicas=0, extra_env=UNLIMITED,
-                                  database_url=database(f"web{instances}"))
+                cluster = Cluster(
+                    path, web_instances=instances, worker_replicas=0, extra_env=UNLIMITED, database_url=database(f"web{instances}")
+                )
                 try:
                     cluster.start()
                     submit_throughput(cluster.url, cluster.api_key, 2, clients)  # warm up connections and caches

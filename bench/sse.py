@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import submit  # noqa: E402
-from common import base_args, ms  # noqa: E402
+import submit
+from common import base_args, ms
 
 LONG_TEXT = " ".join(f"Sentence number {i} of a long running job." for i in range(100))
 
@@ -100,16 +100,23 @@ def run(url: str, key: str, streams: int, total: int, concurrency: int, watch_en
         still_open = open_streams.ok - open_streams.closed_early
     session.post(f"{url}/v1/jobs/{job['id']}/cancel", timeout=30)
     return {
-        "streams": streams, "streams_ok": open_streams.ok, "still_open": still_open, "open_s": open_streams.open_s,
-        "frames": open_streams.frames, "baseline": baseline, "loaded": loaded,
+        "streams": streams,
+        "streams_ok": open_streams.ok,
+        "still_open": still_open,
+        "open_s": open_streams.open_s,
+        "frames": open_streams.frames,
+        "baseline": baseline,
+        "loaded": loaded,
     }
 
 
 def describe(result: dict) -> list[str]:
     base, loaded = result["baseline"], result["loaded"]
     return [
-        f"{result['streams_ok']}/{result['streams']} streams opened in {result['open_s']:.2f} s; "
-        f"{result['still_open']} still open after the run; {result['frames']} frames received",
+        (
+            f"{result['streams_ok']}/{result['streams']} streams opened in {result['open_s']:.2f} s; "
+            f"{result['still_open']} still open after the run; {result['frames']} frames received"
+        ),
         f"submit without streams: {base['accepted_per_s']:.0f}/s (p99 {ms(base['p99_s'])})",
         f"submit with {result['streams']} open streams: {loaded['accepted_per_s']:.0f}/s (p99 {ms(loaded['p99_s'])})",
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_args, ms, percentile  # noqa: E402
+from common import base_args, ms, percentile
 
 
 def run(url: str, key: str, total: int, concurrency: int, payload: dict) -> dict:

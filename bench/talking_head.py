@@ -20,12 +20,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engines.video.base import TalkingHeadRequest  # noqa: E402
-from engines.video.builtin import BuiltinEngine  # noqa: E402
-from engines.video.inputs import check_portrait  # noqa: E402
-from engines.video.quality import measure  # noqa: E402
-from harness.audio_samples import RATE, encode, speech  # noqa: E402
-from harness.portraits import astronaut, encoded, grace_hopper  # noqa: E402
+from engines.video.base import TalkingHeadRequest
+from engines.video.builtin import BuiltinEngine
+from engines.video.inputs import check_portrait
+from engines.video.quality import measure
+from harness.audio_samples import RATE, encode, speech
+from harness.portraits import astronaut, encoded, grace_hopper
 
 CLIP_S = 10.0
 
@@ -34,7 +34,7 @@ def clip() -> np.ndarray:
     """10 s: speech with pauses (a sentence, a breath, more speech, silence at the end)."""
     words = speech("piper")
     pause = np.zeros(RATE // 2, np.float32)
-    audio = np.concatenate([pause, words[: 4 * RATE], pause, words[4 * RATE: int(8.5 * RATE)]])
+    audio = np.concatenate([pause, words[: 4 * RATE], pause, words[4 * RATE : int(8.5 * RATE)]])
     return np.pad(audio, (0, max(0, int(CLIP_S * RATE) - audio.size)))[: int(CLIP_S * RATE)]
 
 
@@ -59,8 +59,13 @@ def run(resolutions: tuple[int, ...] = (512, 768, 1024)) -> dict:
                 row = {"portrait": name, "resolution": resolution, "wall_s": wall, "fps": result.frames / wall, "frames": result.frames}
                 if resolution == 512:
                     report = measure(result.path)
-                    row.update(correlation=report.correlation, lag=report.best_lag_frames, silent=report.silent_mouth_max,
-                               speech=report.speech_mouth_p90, background=report.background_change_median)
+                    row.update(
+                        correlation=report.correlation,
+                        lag=report.best_lag_frames,
+                        silent=report.silent_mouth_max,
+                        speech=report.speech_mouth_p90,
+                        background=report.background_change_median,
+                    )
                 rows.append(row)
     return {"rows": rows}
 
@@ -93,8 +98,10 @@ def main() -> None:
     for row in run()["rows"]:
         line = f"{row['portrait']:>12} {row['resolution']:>4} px: {row['wall_s']:.2f} s for {CLIP_S:.0f} s ({row['fps']:.1f} frames/s)"
         if "correlation" in row:
-            line += (f"; lip sync r={row['correlation']:.3f} lag={row['lag']} frames, mouth in silence {row['silent']:.3f}"
-                     f" vs speech p90 {row['speech']:.3f}, background change {row['background']:.3f}")
+            line += (
+                f"; lip sync r={row['correlation']:.3f} lag={row['lag']} frames, mouth in silence {row['silent']:.3f}"
+                f" vs speech p90 {row['speech']:.3f}, background change {row['background']:.3f}"
+            )
         print(line)
     if args.key:
         result = end_to_end(args.url.rstrip("/"), args.key)

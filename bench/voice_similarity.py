@@ -15,11 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines.tts.base import SpeechRequest, VoiceReference  # noqa: E402
-from engines.registry import get_engine  # noqa: E402
-from engines.voice import speaker  # noqa: E402
-from engines.voice.analysis import analyze_prompt  # noqa: E402
-from harness.audio_samples import encode, padded, speech  # noqa: E402
+from engines.registry import get_engine
+from engines.tts.base import SpeechRequest, VoiceReference
+from engines.voice.analysis import analyze_prompt
+from harness.audio_samples import encode, padded, speech
 
 # Different speakers: the neural piper voice and espeak-ng voices with
 # different variants (pitch, formants, voice quality).
@@ -42,12 +41,17 @@ def run() -> dict:
                 engine = get_engine(engine_name)
                 start = time.perf_counter()
                 result = engine.run(SpeechRequest(text=TEXT, language="en", voice=voice), lambda *_: None, Path(workdir))
-                rows.append({
-                    "prompt": prompt_voice, "engine": engine_name,
-                    "without": result.voice["speaker_similarity_unmatched"], "with": result.voice["speaker_similarity"],
-                    "applied": result.voice["matching_applied"], "seconds": time.perf_counter() - start,
-                    "audio_s": result.duration_s,
-                })
+                rows.append(
+                    {
+                        "prompt": prompt_voice,
+                        "engine": engine_name,
+                        "without": result.voice["speaker_similarity_unmatched"],
+                        "with": result.voice["speaker_similarity"],
+                        "applied": result.voice["matching_applied"],
+                        "seconds": time.perf_counter() - start,
+                        "audio_s": result.duration_s,
+                    }
+                )
     return {"rows": rows, "analysis_p50_s": statistics.median(analysis_s)}
 
 
@@ -56,8 +60,10 @@ def main() -> None:
     print("| prompt voice | engine | similarity without matching | with matching | matching kept | job seconds (audio s) |")
     print("|---|---|---|---|---|---|")
     for row in result["rows"]:
-        print(f"| {row['prompt']} | {row['engine']} | {row['without']:.3f} | {row['with']:.3f} | {'yes' if row['applied'] else 'no'} "
-              f"| {row['seconds']:.2f} ({row['audio_s']:.1f}) |")
+        print(
+            f"| {row['prompt']} | {row['engine']} | {row['without']:.3f} | {row['with']:.3f} | {'yes' if row['applied'] else 'no'} "
+            f"| {row['seconds']:.2f} ({row['audio_s']:.1f}) |"
+        )
     gains = [row["with"] - row["without"] for row in result["rows"]]
     print(f"\nmean similarity gain: {statistics.mean(gains):+.3f}; prompt analysis p50: {result['analysis_p50_s'] * 1000:.0f} ms")
 

@@ -126,8 +126,12 @@ async def _error(send: Any, status: int, code: str, message: str, details: dict[
     """The API's error shape, answered before Django (and before the body is read)."""
     request_id = uuid.uuid4().hex
     body = json.dumps({"error": {"code": code, "message": message, "details": details or {}, "request_id": request_id}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", request_id.encode()), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -281,7 +281,8 @@ SSE_MAX_STREAM_S = env_float("SSE_MAX_STREAM_S", 3600.0)  # then the client reco
 # Delays between attempts after a 5xx, timeout or connection error (seconds);
 # the defaults add up to just under 24 h. 4xx (but 408/429) are permanent.
 WEBHOOK_RETRY_SCHEDULE_S = [
-    float(value) for value in env_list("WEBHOOK_RETRY_SCHEDULE_S", ["5", "30", "120", "600", "1800", "3600", "7200", "14400", "28800", "28800"])
+    float(value)
+    for value in env_list("WEBHOOK_RETRY_SCHEDULE_S", ["5", "30", "120", "600", "1800", "3600", "7200", "14400", "28800", "28800"])
 ]
 WEBHOOK_RETRY_WINDOW_S = env_float("WEBHOOK_RETRY_WINDOW_S", 24 * 3600.0)
 WEBHOOK_CONNECT_TIMEOUT_S = env_float("WEBHOOK_CONNECT_TIMEOUT_S", 5.0)

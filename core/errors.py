@@ -11,7 +11,12 @@ class ApplicationError(Exception):
     status_code = 400
 
     def __init__(
-        self, code: str, message: str, *, status: int | None = None, details: dict[str, Any] | None = None,
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
         retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)

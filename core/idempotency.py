@@ -74,7 +74,9 @@ def _claim(*, tenant_id: Any, key: str, fingerprint: str) -> IdempotencyRecord |
         try:
             with transaction.atomic():
                 return IdempotencyRecord.objects.create(
-                    tenant_id=tenant_id, key=key, fingerprint=fingerprint,
+                    tenant_id=tenant_id,
+                    key=key,
+                    fingerprint=fingerprint,
                     expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_S),
                 )
         except IntegrityError:
@@ -87,7 +89,9 @@ def _claim(*, tenant_id: Any, key: str, fingerprint: str) -> IdempotencyRecord |
             return _replay(record)
         stale_before = now - timedelta(seconds=settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S)
         if record.created_at < stale_before:  # its request died: take the claim over
-            if IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True, created_at=record.created_at).update(created_at=now):
+            if IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True, created_at=record.created_at).update(
+                created_at=now
+            ):
                 record.created_at = now
                 return record
             continue
@@ -96,7 +100,9 @@ def _claim(*, tenant_id: Any, key: str, fingerprint: str) -> IdempotencyRecord |
             # died (then the claim is taken over once it is stale): say when.
             takeover_s = (record.created_at - stale_before).total_seconds()
             raise ApplicationError(
-                "idempotency_request_in_progress", "A request with this Idempotency-Key is still being processed.", status=409,
+                "idempotency_request_in_progress",
+                "A request with this Idempotency-Key is still being processed.",
+                status=409,
                 retry_after_s=math.ceil(takeover_s),
             )
         time.sleep(0.05)
@@ -110,7 +116,8 @@ def idempotent(method: Callable[..., Response]) -> Callable[..., Response]:
             return method(view, request, *args, **kwargs)
         if not _VALID_KEY.match(key):
             raise ApplicationError(
-                "validation_error", "Idempotency-Key must be 1-255 printable ASCII characters.",
+                "validation_error",
+                "Idempotency-Key must be 1-255 printable ASCII characters.",
                 details={"fields": {"Idempotency-Key": [{"message": "Invalid key.", "code": "invalid"}]}},
             )
         client = cast(_Client, request.user)  # the views are authenticated (ApiRequest)

@@ -15,8 +15,13 @@ import dramatiq
 
 
 def message_send(
-    *, queue_name: str, actor_name: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-    delay_ms: int | None = None, **options: Any,
+    *,
+    queue_name: str,
+    actor_name: str,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    delay_ms: int | None = None,
+    **options: Any,
 ) -> dramatiq.Message:
     """Enqueue what ``actor.send_with_options(args=..., kwargs=..., delay=...)``
     would, without the actor: the message carries the actor's name and its
@@ -24,5 +29,7 @@ def message_send(
     message options for the broker and middleware, as in Dramatiq."""
     broker = dramatiq.get_broker()
     broker.declare_queue(queue_name)  # a no-op once declared; the stub broker refuses unknown queues
-    message: dramatiq.Message[Any] = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=tuple(args), kwargs=kwargs or {}, options=options)
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue_name, actor_name=actor_name, args=tuple(args), kwargs=kwargs or {}, options=options
+    )
     return broker.enqueue(message, delay=delay_ms)

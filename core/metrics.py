@@ -34,22 +34,33 @@ _JOB_SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 http_requests = Counter("mynah_http_requests", "HTTP requests by route, method and status.", ["route", "method", "status"])
 http_request_seconds = Histogram(
-    "mynah_http_request_duration_seconds", "Time to the response (headers, for streams) by route and method.",
-    ["route", "method"], buckets=_SECONDS,
+    "mynah_http_request_duration_seconds",
+    "Time to the response (headers, for streams) by route and method.",
+    ["route", "method"],
+    buckets=_SECONDS,
 )
 engine_run_seconds = Histogram(
-    "mynah_engine_run_seconds", "Wall time of one job attempt in its engine, by kind, engine and outcome.",
-    ["kind", "engine", "outcome"], buckets=_JOB_SECONDS,
+    "mynah_engine_run_seconds",
+    "Wall time of one job attempt in its engine, by kind, engine and outcome.",
+    ["kind", "engine", "outcome"],
+    buckets=_JOB_SECONDS,
 )
 job_queue_wait_seconds = Histogram(
-    "mynah_job_queue_wait_seconds", "From submit (or retry) to a worker starting the job.", ["kind"], buckets=_JOB_SECONDS,
+    "mynah_job_queue_wait_seconds",
+    "From submit (or retry) to a worker starting the job.",
+    ["kind"],
+    buckets=_JOB_SECONDS,
 )
 jobs_finished = Counter("mynah_jobs_finished", "Jobs that reached a terminal state, by kind and status.", ["kind", "status", "error_code"])
 webhook_attempts = Counter(
-    "mynah_webhook_delivery_attempts", "Webhook delivery attempts by outcome (succeeded, retrying, failed).", ["outcome"],
+    "mynah_webhook_delivery_attempts",
+    "Webhook delivery attempts by outcome (succeeded, retrying, failed).",
+    ["outcome"],
 )
 webhook_attempt_seconds = Histogram(
-    "mynah_webhook_delivery_attempt_duration_seconds", "Time a receiver took to answer one delivery attempt.", buckets=_SECONDS,
+    "mynah_webhook_delivery_attempt_duration_seconds",
+    "Time a receiver took to answer one delivery attempt.",
+    buckets=_SECONDS,
 )
 
 
@@ -105,7 +116,9 @@ class StateCollector:
             up[dependency] = min(up.get(dependency, 1.0), ok)
         yield from collected
         if up:
-            family = GaugeMetricFamily("mynah_dependency_up", "Whether /metrics could read a dependency (1) or not (0).", labels=["dependency"])
+            family = GaugeMetricFamily(
+                "mynah_dependency_up", "Whether /metrics could read a dependency (1) or not (0).", labels=["dependency"]
+            )
             for dependency, value in up.items():
                 family.add_metric([dependency], value)
             yield family

@@ -55,14 +55,10 @@ class BodySizeLimitMiddleware:
             upload_limit = settings.UPLOAD_BODY_LIMITS.get(request.path)
             if upload_limit is not None and length > upload_limit:
                 # Far over the file limit: refused before a byte is read.
-                return error_response(
-                    413, "file_too_large", f"The upload exceeds {upload_limit} bytes.", {"limit_bytes": upload_limit}
-                )
+                return error_response(413, "file_too_large", f"The upload exceeds {upload_limit} bytes.", {"limit_bytes": upload_limit})
             limit = settings.MAX_JSON_BODY_BYTES
             if upload_limit is None and length > limit:
-                return error_response(
-                    413, "payload_too_large", f"Request body exceeds {limit} bytes.", {"limit_bytes": limit}
-                )
+                return error_response(413, "payload_too_large", f"Request body exceeds {limit} bytes.", {"limit_bytes": limit})
         return self.get_response(request)
 
 

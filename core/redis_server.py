@@ -28,12 +28,18 @@ def redis_server_argv(*, port: int, data_dir: Path, persistent: bool = True, hos
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         redis_server_binary(),
-        "--bind", host,
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--protected-mode", "yes",
-        "--daemonize", "no",
-        "--save", "",
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+        "--save",
+        "",
     ]
     argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
     return argv

@@ -69,10 +69,15 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if method == "post":
                 parameters = operation.setdefault("parameters", [])
                 if not any(parameter.get("name") == "Idempotency-Key" for parameter in parameters):
-                    parameters.append({
-                        "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 255},
-                        "description": "Repeat the request safely: the same key and body within 24 h return the first response.",
-                    })
+                    parameters.append(
+                        {
+                            "in": "header",
+                            "name": "Idempotency-Key",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                            "description": "Repeat the request safely: the same key and body within 24 h return the first response.",
+                        }
+                    )
             for status, description in errors.items():
                 responses.setdefault(status, {"description": description, "content": {"application/json": {"schema": ref}}})
     return result

@@ -49,14 +49,21 @@ def traefik_binary() -> str:
 def routes_config(backends: list[str], *, health_interval_s: float = 1.0) -> dict:
     """The compose routes (platform/traefik/dynamic/routes.yml) for local servers."""
     interval_ms = max(int(health_interval_s * 1000), 100)
-    return {"http": {
-        "routers": {"mynah": {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "mynah-web",
-                              "middlewares": ROUTER_MIDDLEWARES}},
-        "services": {"mynah-web": {"loadBalancer": {
-            "servers": [{"url": url} for url in backends],
-            "healthCheck": {"path": HEALTH_PATH, "interval": f"{interval_ms}ms", "timeout": f"{max(interval_ms // 2, 100)}ms"},
-        }}},
-    }}
+    return {
+        "http": {
+            "routers": {
+                "mynah": {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "mynah-web", "middlewares": ROUTER_MIDDLEWARES}
+            },
+            "services": {
+                "mynah-web": {
+                    "loadBalancer": {
+                        "servers": [{"url": url} for url in backends],
+                        "healthCheck": {"path": HEALTH_PATH, "interval": f"{interval_ms}ms", "timeout": f"{max(interval_ms // 2, 100)}ms"},
+                    }
+                }
+            },
+        }
+    }
 
 
 def write_dynamic_config(directory: Path, backends: list[str], *, health_interval_s: float = 1.0) -> None:
@@ -69,18 +76,26 @@ def write_dynamic_config(directory: Path, backends: list[str], *, health_interva
 def traefik_argv(*, host: str, port: int, ping_port: int, dynamic_dir: Path, log_dir: Path) -> list[str]:
     return [
         traefik_binary(),
-        "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false",
+        "--global.checkNewVersion=false",
+        "--global.sendAnonymousUsage=false",
         f"--entryPoints.web.address={host}:{port}",
         "--entryPoints.web.transport.lifeCycle.graceTimeOut=2s",
         "--entryPoints.web.transport.respondingTimeouts.readTimeout=0s",
         "--entryPoints.web.transport.respondingTimeouts.writeTimeout=0s",
         "--entryPoints.web.http.aliasHeadersStrategy=delete",
         f"--entryPoints.traefik.address=127.0.0.1:{ping_port}",
-        "--ping=true", "--ping.entryPoint=traefik",
-        "--metrics.prometheus=true", "--metrics.prometheus.entryPoint=traefik",
-        f"--providers.file.directory={dynamic_dir}", "--providers.file.watch=true",
-        "--log.level=INFO", "--log.format=json", f"--log.filePath={log_dir / 'traefik.log'}",
-        "--accessLog=true", "--accessLog.format=json", f"--accessLog.filePath={log_dir / 'access.log'}",
+        "--ping=true",
+        "--ping.entryPoint=traefik",
+        "--metrics.prometheus=true",
+        "--metrics.prometheus.entryPoint=traefik",
+        f"--providers.file.directory={dynamic_dir}",
+        "--providers.file.watch=true",
+        "--log.level=INFO",
+        "--log.format=json",
+        f"--log.filePath={log_dir / 'traefik.log'}",
+        "--accessLog=true",
+        "--accessLog.format=json",
+        f"--accessLog.filePath={log_dir / 'access.log'}",
         "--accessLog.fields.headers.defaultMode=drop",
         "--accessLog.fields.headers.names.X-Request-Id=keep",
         "--accessLog.fields.headers.names.User-Agent=keep",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -71,7 +72,7 @@ def encode(audio: np.ndarray, path: Path, fmt: str = "wav") -> Path:
         return path
     container_format, codec, rate = spec
     with av.open(str(path), "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono")
+        stream = cast(av.AudioStream, container.add_stream(codec, rate=rate, layout="mono"))
         frame = av.AudioFrame.from_ndarray(np.clip(audio, -1, 1)[np.newaxis, :].astype(np.float32), format="flt", layout="mono")
         frame.sample_rate = RATE
         resampler = av.AudioResampler(format=stream.codec_context.format, layout="mono", rate=rate)

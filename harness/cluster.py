@@ -22,8 +22,15 @@ class Cluster:
     """platform/run-cluster.sh as a child process; what it prints tells the
     demo key, the web instances and every supervised child's pid."""
 
-    def __init__(self, workdir: Path, *, web_instances: int = 2, worker_replicas: int = 2, extra_env: dict[str, str] | None = None,
-                 database_url: str | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        web_instances: int = 2,
+        worker_replicas: int = 2,
+        extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
+    ):
         self.workdir = workdir
         self.web_instances = web_instances
         self.worker_processes = 3 * worker_replicas  # 3 pools x 1 process each
@@ -54,7 +61,11 @@ class Cluster:
     def start(self, timeout: float = 180) -> Cluster:
         with self.output.open("wb") as log:
             self.process = subprocess.Popen(
-                ["bash", "platform/run-cluster.sh"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                ["bash", "platform/run-cluster.sh"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
@@ -68,8 +79,8 @@ class Cluster:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the workers did not start:\n{self.text()[-4000:]}")
             time.sleep(0.2)
-        self.api_key = re.search(r"Demo API key.*\n\s+(\S+)", self.text()).group(1)
-        self.instances = re.search(r"in front of \d+ web instances?: (.+)", self.text()).group(1).split(", ")
+        self.api_key = _found(r"Demo API key.*\n\s+(\S+)", self.text())
+        self.instances = _found(r"in front of \d+ web instances?: (.+)", self.text()).split(", ")
         return self
 
     @property
@@ -144,3 +155,10 @@ def _group_of(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:  # a run of a process that died
         return None
+
+
+def _found(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"not in the cluster's output: {pattern!r}")
+    return match.group(1)

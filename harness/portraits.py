@@ -23,7 +23,7 @@ def grace_hopper() -> np.ndarray:
     """Grace Hopper, 512 x 600, mouth closed."""
     import matplotlib.cbook
 
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+    with open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb") as handle:
         return np.asarray(Image.open(handle).convert("RGB"))
 
 

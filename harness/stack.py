@@ -54,7 +54,12 @@ def list_all_jobs(session: requests.Session, base_url: str, headers: dict[str, s
 
 class Stack:
     def __init__(
-        self, workdir: Path, *, worker_threads: int = 2, web_workers: int = 1, extra_env: dict[str, str] | None = None,
+        self,
+        workdir: Path,
+        *,
+        worker_threads: int = 2,
+        web_workers: int = 1,
+        extra_env: dict[str, str] | None = None,
         log_children: bool = False,
     ):
         """``log_children``: append each child's stdout and stderr to
@@ -111,8 +116,12 @@ class Stack:
     # ------------------------------------------------------------ lifecycle
     def manage(self, *args: str) -> str:
         result = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **self.env},
-            capture_output=True, text=True, timeout=120,
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if result.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed: {result.stderr}")
@@ -151,7 +160,9 @@ class Stack:
                 self._argv("worker", [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(self.worker_threads)]),
                 self.env,
             ),
-            ProcessSpec("web", self._argv("web", [python, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"]), self.env),
+            ProcessSpec(
+                "web", self._argv("web", [python, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"]), self.env
+            ),
         ]
         cwd = os.getcwd()
         os.chdir(ROOT)  # children run from the repository root

@@ -34,8 +34,15 @@ class Traefik:
     service with an active health check, and a retry middleware so a refused
     connection is replayed on another instance before the check notices."""
 
-    def __init__(self, backends: list[str], *, health_path: str = "/healthz", health_interval_s: float = 0.5,
-                 extra_middlewares: dict | None = None, workdir: Path):
+    def __init__(
+        self,
+        backends: list[str],
+        *,
+        health_path: str = "/healthz",
+        health_interval_s: float = 0.5,
+        extra_middlewares: dict | None = None,
+        workdir: Path,
+    ):
         self.backends = backends
         self.health_path = health_path
         self.health_interval_s = health_interval_s
@@ -55,27 +62,46 @@ class Traefik:
         """Caller middlewares run first (a rate limit should count a request
         once), retry runs last so each attempt re-picks a backend."""
         interval_ms = max(int(self.health_interval_s * 1000), 100)
-        return {"http": {
-            "routers": {"main": {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "backends",
-                                 "middlewares": [*self.extra_middlewares, "retry"]}},
-            "middlewares": {**self.extra_middlewares, "retry": {"retry": {"attempts": 3, "initialInterval": "10ms"}}},
-            "services": {"backends": {"loadBalancer": {
-                "servers": [{"url": url} for url in self.backends],
-                "healthCheck": {"path": self.health_path, "interval": f"{interval_ms}ms",
-                                "timeout": f"{max(interval_ms // 2, 100)}ms"}}}},
-        }}
+        return {
+            "http": {
+                "routers": {
+                    "main": {
+                        "rule": "PathPrefix(`/`)",
+                        "entryPoints": ["web"],
+                        "service": "backends",
+                        "middlewares": [*self.extra_middlewares, "retry"],
+                    }
+                },
+                "middlewares": {**self.extra_middlewares, "retry": {"retry": {"attempts": 3, "initialInterval": "10ms"}}},
+                "services": {
+                    "backends": {
+                        "loadBalancer": {
+                            "servers": [{"url": url} for url in self.backends],
+                            "healthCheck": {
+                                "path": self.health_path,
+                                "interval": f"{interval_ms}ms",
+                                "timeout": f"{max(interval_ms // 2, 100)}ms",
+                            },
+                        }
+                    }
+                },
+            }
+        }
 
     def argv(self) -> list[str]:
         """Static config as flags; short grace timeouts so stop() is quick."""
         return [
             traefik_binary(),
-            "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false",
+            "--global.checkNewVersion=false",
+            "--global.sendAnonymousUsage=false",
             f"--entryPoints.web.address=127.0.0.1:{self.port}",
             "--entryPoints.web.transport.lifeCycle.graceTimeOut=1s",
             f"--entryPoints.ping.address=127.0.0.1:{self.ping_port}",
-            "--ping=true", "--ping.entryPoint=ping",
+            "--ping=true",
+            "--ping.entryPoint=ping",
             f"--providers.file.filename={self.config_path}",
-            "--log.level=INFO", f"--log.filePath={self.log_path}",
+            "--log.level=INFO",
+            f"--log.filePath={self.log_path}",
         ]
 
     def start(self) -> Traefik:
@@ -85,8 +111,7 @@ class Traefik:
         with self.log_path.open("ab") as log:  # early errors go to stderr, before the log file is set up
             self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            self._wait_for(lambda: http_status(f"http://127.0.0.1:{self.ping_port}/ping") == 200,
-                           STARTUP_TIMEOUT_S, "ping")
+            self._wait_for(lambda: http_status(f"http://127.0.0.1:{self.ping_port}/ping") == 200, STARTUP_TIMEOUT_S, "ping")
             self.wait_until_routes(self.health_path, STARTUP_TIMEOUT_S)
         except RuntimeError:
             self.stop()

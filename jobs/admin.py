@@ -33,7 +33,7 @@ def _staff(request: HttpRequest) -> str:
 def _pretty(value: Any) -> str:
     if not value:
         return "-"
-    return format_html("<pre class=\"mynah-json\">{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
+    return format_html('<pre class="mynah-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
 
 
 def _seconds(start: Any, end: Any) -> str:
@@ -51,7 +51,24 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_per_page = 50
     actions = ["rerun_selected", "cancel_selected", "requeue_selected"]
     fieldsets = (
-        (None, {"fields": ("id", "tenant", "kind", "engine", "priority", "status", "progress_bar", "stage", "attempts", "cache_hit", "dedup_of")}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "tenant",
+                    "kind",
+                    "engine",
+                    "priority",
+                    "status",
+                    "progress_bar",
+                    "stage",
+                    "attempts",
+                    "cache_hit",
+                    "dedup_of",
+                )
+            },
+        ),
         ("Input", {"fields": ("input_pretty", "metadata_pretty", "voice", "webhook_url")}),
         ("Result", {"fields": ("player", "result_summary", "result_info_pretty", "result_expires_at")}),
         ("Error", {"fields": ("error_code", "error_message")}),
@@ -84,7 +101,11 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def progress_bar(self, job: Job) -> str:
         return format_html(
             '<progress class="mynah-progress mynah-{}" max="100" value="{}" title="{} %">{} %</progress> {} %',
-            job.status, job.progress, job.progress, job.progress, job.progress,
+            job.status,
+            job.progress,
+            job.progress,
+            job.progress,
+            job.progress,
         )
 
     @admin.display(description="input")
@@ -105,7 +126,8 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if not files:
             return "-"
         return format_html_join(
-            "", "<div>{}: {} · {} bytes · {} s</div>",
+            "",
+            "<div>{}: {} · {} bytes · {} s</div>",
             ((role, item["content_type"], item.get("size_bytes") or "?", item.get("duration_s") or "?") for role, item in files.items()),
         )
 
@@ -121,9 +143,7 @@ class JobAdmin(AuditedAdminMixin, admin.ModelAdmin):
             url = reverse("admin:jobs_job_result", args=[job.pk, role])
             tag = "video" if item["content_type"].startswith("video/") else "audio"
             players.append((role, tag, url, tag))
-        return format_html_join(
-            "", '<div class="mynah-player"><span>{}</span><{} controls preload="none" src="{}"></{}></div>', players
-        )
+        return format_html_join("", '<div class="mynah-player"><span>{}</span><{} controls preload="none" src="{}"></{}></div>', players)
 
     @admin.display(description="queue wait")
     def queue_wait(self, job: Job) -> str:

@@ -69,7 +69,10 @@ class TtsCreateApi(APIView):
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
         )
 
-    @extend_schema(request=InputSerializer, responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")})
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")},
+    )
     @idempotent
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -190,13 +193,25 @@ class TalkingHeadCreateApi(APIView):
         client = request.user
         voice = voice_get(tenant=client.tenant, voice_id=values["voice_id"]) if "voice_id" in values else None
         params = services.talking_head_params_resolve(
-            engine=values.get("engine"), options={name: values[name] for name in services.TALKING_HEAD_DEFAULTS},
-            text=values.get("text"), language=values.get("language"), voice=voice, tts_engine=values.get("tts_engine"),
+            engine=values.get("engine"),
+            options={name: values[name] for name in services.TALKING_HEAD_DEFAULTS},
+            text=values.get("text"),
+            language=values.get("language"),
+            voice=voice,
+            tts_engine=values.get("tts_engine"),
         )
         job = services.job_submit_talking_head(
-            tenant=client.tenant, api_key=client.api_key, params=params, image=values["image"], audio=values.get("audio"),
-            metadata=values["metadata"], actor=client.actor, ip=client_ip(request), webhook=_webhook(values),
-            priority=values["priority"], use_cache=values["cache"],
+            tenant=client.tenant,
+            api_key=client.api_key,
+            params=params,
+            image=values["image"],
+            audio=values.get("audio"),
+            metadata=values["metadata"],
+            actor=client.actor,
+            ip=client_ip(request),
+            webhook=_webhook(values),
+            priority=values["priority"],
+            use_cache=values["cache"],
         )
         location = reverse("jobs:detail", args=[job.id])
         return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
@@ -265,8 +280,9 @@ class JobResultFileApi(APIView):
         job = _finished_job(request, job_id)
         stored = job.result_files.get(role)
         if stored is None:
-            raise ApplicationError("result_not_found", f"The job has no '{role}' result file.", status=404,
-                                   details={"files": sorted(job.result_files)})
+            raise ApplicationError(
+                "result_not_found", f"The job has no '{role}' result file.", status=404, details={"files": sorted(job.result_files)}
+            )
         url = job_representation(job)["result"][role]["url"]
         return _file_response(job, key=stored["key"], content_type=stored["content_type"], url=url)
 
@@ -277,7 +293,9 @@ def _finished_job(request: ApiRequest, job_id: str) -> Job:
         raise ApplicationError("result_expired", "The result has expired and was deleted.", status=410)
     if job.status != Job.Status.SUCCEEDED:
         raise ApplicationError(
-            "result_not_ready", f"The job is {job.status}; a result exists once it succeeded.", status=409,
+            "result_not_ready",
+            f"The job is {job.status}; a result exists once it succeeded.",
+            status=409,
             details={"status": job.status},
         )
     return job

@@ -56,8 +56,9 @@ def job_event_append(*, job_id: Any, event: str, data: dict[str, Any]) -> str | 
     key = stream_key(job_id)
     try:
         pipe = _client().pipeline(transaction=False)
-        pipe.xadd(key, {"event": event, "data": json.dumps(data, separators=(",", ":"))},
-                  maxlen=settings.JOB_EVENTS_MAXLEN, approximate=True)
+        pipe.xadd(
+            key, {"event": event, "data": json.dumps(data, separators=(",", ":"))}, maxlen=settings.JOB_EVENTS_MAXLEN, approximate=True
+        )
         pipe.expire(key, settings.JOB_EVENTS_TTL_S)
         event_id, _ = pipe.execute()
     except redis.RedisError:

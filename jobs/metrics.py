@@ -18,7 +18,9 @@ def jobs_state() -> list[Metric]:
     )
     jobs = GaugeMetricFamily("mynah_jobs", "Jobs queued or running, by kind and status.", labels=["kind", "status"])
     waiting = GaugeMetricFamily(
-        "mynah_jobs_waiting_dispatch", "Queued jobs held back in the database (fair share) or not yet sent to Redis.", labels=["kind"],
+        "mynah_jobs_waiting_dispatch",
+        "Queued jobs held back in the database (fair share) or not yet sent to Redis.",
+        labels=["kind"],
     )
     seen: dict[tuple[str, str], int] = {(kind, status): 0 for kind in Job.Kind.values for status in ("queued", "running")}
     held = dict.fromkeys(Job.Kind.values, 0)

@@ -107,7 +107,9 @@ class Job(models.Model):
         files: dict[str, dict[str, Any]] = {}
         if self.result_key:
             files["output"] = {
-                "key": self.result_key, "content_type": self.result_content_type,
-                "duration_s": self.result_duration_s, "size_bytes": self.result_size_bytes,
+                "key": self.result_key,
+                "content_type": self.result_content_type,
+                "duration_s": self.result_duration_s,
+                "size_bytes": self.result_size_bytes,
             }
         return {**files, **(self.result_files or {})}

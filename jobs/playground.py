@@ -42,26 +42,38 @@ def playground_catalog() -> dict[str, Any]:
         cls = registry.engine_class(name, registry.TTS)
         if cls.configuration_problem():
             continue
-        tts.append({
-            "name": name, "languages": sorted(cls.languages()), "options": sorted(cls.options),
-            "requires_voice": bool(cls.requires_voice), "clones_voice": bool(cls.clones_voice),
-        })
+        tts.append(
+            {
+                "name": name,
+                "languages": sorted(cls.languages()),
+                "options": sorted(cls.options),
+                "requires_voice": bool(cls.requires_voice),
+                "clones_voice": bool(cls.clones_voice),
+            }
+        )
     video = []
     for name in registry.engine_names(registry.TALKING_HEAD):
         video_cls = registry.engine_class(name, registry.TALKING_HEAD)
         if video_cls.configuration_problem():
             continue
-        video.append({
-            "name": name, "options": sorted(video_cls.options), "resolutions": list(video_cls.resolutions),
-            "frame_rates": list(video_cls.frame_rates) if video_cls.frame_rates else None,
-        })
+        video.append(
+            {
+                "name": name,
+                "options": sorted(video_cls.options),
+                "resolutions": list(video_cls.resolutions),
+                "frame_rates": list(video_cls.frame_rates) if video_cls.frame_rates else None,
+            }
+        )
     return {
         "tts_engines": tts,
         "video_engines": video,
         "default_video_engine": settings.TALKING_HEAD_DEFAULT_ENGINE,
         # registry.default_engine_for, for the page to say what "automatic" picks
-        "default_tts_engine": {"neural": "piper", "neural_languages": sorted(registry.engine_class("piper", registry.TTS).languages()),
-                               "other": "espeak"},
+        "default_tts_engine": {
+            "neural": "piper",
+            "neural_languages": sorted(registry.engine_class("piper", registry.TTS).languages()),
+            "other": "espeak",
+        },
         "formats": sorted(FORMATS),
         "talking_head_defaults": services.TALKING_HEAD_DEFAULTS,
         "max_text_chars": settings.TTS_MAX_TEXT_CHARS,

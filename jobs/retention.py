@@ -116,8 +116,11 @@ def jobs_expire(*, now: datetime, report: PurgeReport, batch_size: int = 500) ->
         if not ids:
             return
         claimed = [
-            job_id for job_id in ids
-            if Job.objects.filter(id=job_id, status=Status.SUCCEEDED, result_expires_at__lte=now).update(status=Status.EXPIRED, stage=PURGING)
+            job_id
+            for job_id in ids
+            if Job.objects.filter(id=job_id, status=Status.SUCCEEDED, result_expires_at__lte=now).update(
+                status=Status.EXPIRED, stage=PURGING
+            )
         ]
         report.jobs_expired += len(claimed)
         _finish_purging(Job.objects.filter(id__in=claimed), report)
@@ -216,7 +219,7 @@ def storage_orphans_sweep(*, now: datetime, report: PurgeReport) -> None:
         base = f"tenants/{tenant_dir}"
         job_dirs, _ = _listdir(f"{base}/jobs")
         for start in range(0, len(job_dirs), 500):
-            chunk = job_dirs[start:start + 500]
+            chunk = job_dirs[start : start + 500]
             references = _job_references([name for name in chunk if _is_uuid(name)])
             for job_dir in chunk:
                 prefix = f"{base}/jobs/{job_dir}"
@@ -224,7 +227,9 @@ def storage_orphans_sweep(*, now: datetime, report: PurgeReport) -> None:
         voice_dirs, _ = _listdir(f"{base}/voices")
         voices = {
             str(voice.id): {voice.upload_key, voice.prompt_key}
-            for voice in VoicePrompt.objects.filter(id__in=[name for name in voice_dirs if _is_uuid(name)]).only("id", "upload_key", "prompt_key")
+            for voice in VoicePrompt.objects.filter(id__in=[name for name in voice_dirs if _is_uuid(name)]).only(
+                "id", "upload_key", "prompt_key"
+            )
         }
         for voice_dir in voice_dirs:
             prefix = f"{base}/voices/{voice_dir}"

@@ -82,7 +82,7 @@ def queue_depths(*, client: Any = None) -> list[dict[str, Any]]:
     counts = pipe.execute()
     depths = []
     for index, name in enumerate(names):
-        ready, held, delayed, dead = counts[4 * index: 4 * index + 4]
+        ready, held, delayed, dead = counts[4 * index : 4 * index + 4]
         depths.append({"queue": name, "ready": ready, "in_progress": max(0, held - ready), "delayed": delayed, "dead": dead})
     return depths
 
@@ -138,7 +138,8 @@ def dashboard_stats(*, now: Any, window_minutes: int = 60, sample_limit: int = 2
     window = Job.objects.filter(created_at__gte=since)
     cache = window.aggregate(total=Count("id"), hits=Count("id", filter=Q(cache_hit=True)))
     tenants = (
-        window.values("tenant__slug").annotate(jobs=Count("id"), seconds=Sum("result_duration_s", filter=Q(status=Job.Status.SUCCEEDED)))
+        window.values("tenant__slug")
+        .annotate(jobs=Count("id"), seconds=Sum("result_duration_s", filter=Q(status=Job.Status.SUCCEEDED)))
         .order_by("-jobs", "tenant__slug")[:10]
     )
     states = Job.objects.filter(status__in=Job.ACTIVE).values("kind", "status").annotate(count=Count("id"))
@@ -149,11 +150,18 @@ def dashboard_stats(*, now: Any, window_minutes: int = 60, sample_limit: int = 2
         "throughput": {"submitted": submitted, "finished": finished, "failed": failed},
         "latency": {kind: {"queue_wait_s": _spread(waits[kind]), "run_s": _spread(runs[kind])} for kind in Job.Kind.values},
         "failures": {
-            "total": outcome["total"], "failed": outcome["failed"],
+            "total": outcome["total"],
+            "failed": outcome["failed"],
             "rate": round(outcome["failed"] / outcome["total"], 4) if outcome["total"] else 0.0,
             "by_code": [{"code": row["error_code"] or "unknown", "count": row["count"]} for row in by_code[:12]],
         },
-        "top_tenants": [{"tenant": row["tenant__slug"], "jobs": row["jobs"], "seconds": round(row["seconds"] or 0.0, 1)} for row in tenants],
-        "cache": {"total": cache["total"], "hits": cache["hits"], "rate": round(cache["hits"] / cache["total"], 4) if cache["total"] else 0.0},
+        "top_tenants": [
+            {"tenant": row["tenant__slug"], "jobs": row["jobs"], "seconds": round(row["seconds"] or 0.0, 1)} for row in tenants
+        ],
+        "cache": {
+            "total": cache["total"],
+            "hits": cache["hits"],
+            "rate": round(cache["hits"] / cache["total"], 4) if cache["total"] else 0.0,
+        },
         "active": [{"kind": row["kind"], "status": row["status"], "count": row["count"]} for row in states],
     }

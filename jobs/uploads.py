@@ -33,8 +33,13 @@ class ImageFacts:
     sha256: str
 
     def public(self) -> dict:
-        return {"format": self.format.lower(), "width": self.width, "height": self.height, "size_bytes": self.size_bytes,
-                "sha256": self.sha256}
+        return {
+            "format": self.format.lower(),
+            "width": self.width,
+            "height": self.height,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,9 @@ class AudioFacts:
 
 def _too_large(role: str, size: int, limit: int) -> ApplicationError:
     return ApplicationError(
-        "file_too_large", f"The {role} file is {size} bytes; the limit is {limit}.", status=413,
+        "file_too_large",
+        f"The {role} file is {size} bytes; the limit is {limit}.",
+        status=413,
         details={"field": role, "size_bytes": size, "limit_bytes": limit},
     )
 
@@ -79,13 +86,17 @@ def image_check(upload: UploadedFile) -> ImageFacts:
                 kind = image.format or ""
                 if kind not in IMAGE_TYPES:
                     raise ApplicationError(
-                        "unsupported_image_type", f"The image is {kind or 'of an unknown type'}; send JPEG, PNG or WebP.",
-                        status=422, details={"field": "image", "detected": kind.lower() or None, "allowed": ["jpeg", "png", "webp"]},
+                        "unsupported_image_type",
+                        f"The image is {kind or 'of an unknown type'}; send JPEG, PNG or WebP.",
+                        status=422,
+                        details={"field": "image", "detected": kind.lower() or None, "allowed": ["jpeg", "png", "webp"]},
                     )
                 width, height = image.size
                 if max(width, height) > limit:
                     raise ApplicationError(
-                        "image_too_large", f"The image is {width}x{height} px; at most {limit} px a side.", status=422,
+                        "image_too_large",
+                        f"The image is {width}x{height} px; at most {limit} px a side.",
+                        status=422,
                         details={"field": "image", "width": width, "height": height, "limit_px": limit},
                     )
                 if kind == "JPEG":
@@ -96,17 +107,23 @@ def image_check(upload: UploadedFile) -> ImageFacts:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Pillow refuses absurd declared sizes at open, before decoding.
         raise ApplicationError(
-            "image_too_large", f"The image declares more pixels than allowed (at most {limit} px a side).", status=422,
+            "image_too_large",
+            f"The image declares more pixels than allowed (at most {limit} px a side).",
+            status=422,
             details={"field": "image", "limit_px": limit},
         ) from None
     except UnidentifiedImageError as exc:
         raise ApplicationError(
-            "image_unreadable", f"The file is not an image that can be read ({type(exc).__name__}).", status=422,
+            "image_unreadable",
+            f"The file is not an image that can be read ({type(exc).__name__}).",
+            status=422,
             details={"field": "image"},
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt pixel data
         raise ApplicationError(
-            "image_unreadable", f"The image data is corrupt or truncated ({type(exc).__name__}).", status=422,
+            "image_unreadable",
+            f"The image data is corrupt or truncated ({type(exc).__name__}).",
+            status=422,
             details={"field": "image"},
         ) from None
     extension, _ = IMAGE_TYPES[kind]

@@ -19,10 +19,21 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     readonly_fields = ("id", "created_at", "usage", "effective_limits")
     fieldsets = (
         (None, {"fields": ("id", "slug", "name", "is_active", "created_at")}),
-        ("Limits (empty: the deployment's default)", {"fields": (
-            "rate_limit_per_minute", "key_rate_limit_per_minute", "max_active_jobs", "monthly_seconds_quota",
-            "max_in_flight", "allow_high_priority", "result_retention_days", "effective_limits",
-        )}),
+        (
+            "Limits (empty: the deployment's default)",
+            {
+                "fields": (
+                    "rate_limit_per_minute",
+                    "key_rate_limit_per_minute",
+                    "max_active_jobs",
+                    "monthly_seconds_quota",
+                    "max_in_flight",
+                    "allow_high_priority",
+                    "result_retention_days",
+                    "effective_limits",
+                )
+            },
+        ),
         ("Usage", {"fields": ("usage",)}),
     )
 
@@ -49,9 +60,7 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if tenant.pk is None:
             return "-"
         periods = UsagePeriod.objects.filter(tenant=tenant).order_by("-period")[:12]
-        rows = (
-            (p.period, f"{p.audio_seconds:.1f}", f"{p.video_seconds:.1f}", p.jobs_succeeded, p.cache_hits) for p in periods
-        )
+        rows = ((p.period, f"{p.audio_seconds:.1f}", f"{p.video_seconds:.1f}", p.jobs_succeeded, p.cache_hits) for p in periods)
         header = "<tr><th>month</th><th>audio s</th><th>video s</th><th>jobs</th><th>cache hits</th></tr>"
         return format_html("<table>{}{}</table>", mark_safe(header), format_html_join("", "<tr>" + "<td>{}</td>" * 5 + "</tr>", rows))
 

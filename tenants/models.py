@@ -26,16 +26,23 @@ class Tenant(models.Model):
     key_rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="API requests per minute, per key."
     )
-    max_active_jobs = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text="Queued + running jobs.")
+    max_active_jobs = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Queued + running jobs."
+    )
     monthly_seconds_quota = models.PositiveIntegerField(
         null=True, blank=True, help_text="Generated audio/video seconds per calendar month (UTC); 0 = unlimited."
     )
     max_in_flight = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Jobs handed to the workers at once (fair share); the rest wait their turn."
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Jobs handed to the workers at once (fair share); the rest wait their turn.",
     )
     allow_high_priority = models.BooleanField(default=False)
     result_retention_days = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
         help_text="Days results and uploaded inputs are kept before purge_expired deletes them.",
     )
 

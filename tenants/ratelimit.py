@@ -96,6 +96,9 @@ def rate_limit_check(*, buckets: dict[str, int], period_s: float = 60.0) -> Deci
         logger.warning("rate limiter unavailable; admitting the request")
         return None
     return Decision(
-        allowed=bool(allowed), limit=int(limit), remaining=int(remaining),
-        reset_s=-(-int(reset_ms) // 1000), retry_after_s=max(1, -(-int(retry_ms) // 1000)) if not allowed else 0,
+        allowed=bool(allowed),
+        limit=int(limit),
+        remaining=int(remaining),
+        reset_s=-(-int(reset_ms) // 1000),
+        retry_after_s=max(1, -(-int(retry_ms) // 1000)) if not allowed else 0,
     )

@@ -50,7 +50,6 @@ def api_keys_revoke_named(*, tenant: Tenant, name: str, actor: str = "system") -
     return len(keys)
 
 
-
 def usage_period(now: datetime | None = None) -> str:
     return (now or timezone.now()).strftime("%Y-%m")
 

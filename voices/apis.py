@@ -57,8 +57,13 @@ class VoiceListCreateApi(APIView):
         values = data.validated_data
         client = request.user
         voice = services.voice_create(
-            tenant=client.tenant, upload=values["audio"], name=values["name"], language=_known_language(values["language"]),
-            transcript=values["transcript"], actor=client.actor, ip=client_ip(request),
+            tenant=client.tenant,
+            upload=values["audio"],
+            name=values["name"],
+            language=_known_language(values["language"]),
+            transcript=values["transcript"],
+            actor=client.actor,
+            ip=client_ip(request),
         )
         voice = services.voice_wait_analyzed(voice=voice)
         location = reverse("voices:detail", args=[voice.id])

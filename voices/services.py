@@ -65,16 +65,20 @@ def voice_create(
     size = upload.size or 0  # Django's parsers always set it; the stubs allow None
     if size > settings.VOICE_MAX_UPLOAD_BYTES:
         raise ApplicationError(
-            "file_too_large", f"The audio file is {size} bytes; the limit is {settings.VOICE_MAX_UPLOAD_BYTES}.",
-            status=413, details={"size_bytes": size, "limit_bytes": settings.VOICE_MAX_UPLOAD_BYTES},
+            "file_too_large",
+            f"The audio file is {size} bytes; the limit is {settings.VOICE_MAX_UPLOAD_BYTES}.",
+            status=413,
+            details={"size_bytes": size, "limit_bytes": settings.VOICE_MAX_UPLOAD_BYTES},
         )
     if size == 0:
         raise ApplicationError("audio_unreadable", "The audio file is empty.", status=422)
     count = VoicePrompt.objects.filter(tenant=tenant).count()
     if count >= settings.VOICE_MAX_PER_TENANT:
         raise ApplicationError(
-            "too_many_voices", f"The tenant has {count} voices; the limit is {settings.VOICE_MAX_PER_TENANT}. Delete some first.",
-            status=409, details={"voices": count, "limit": settings.VOICE_MAX_PER_TENANT},
+            "too_many_voices",
+            f"The tenant has {count} voices; the limit is {settings.VOICE_MAX_PER_TENANT}. Delete some first.",
+            status=409,
+            details={"voices": count, "limit": settings.VOICE_MAX_PER_TENANT},
         )
     voice = VoicePrompt(tenant=tenant, name=name, language=language, transcript=transcript, upload_size_bytes=size)
     # The client's file name and content type never reach a path: FFmpeg
@@ -206,10 +210,18 @@ def _voice_analyze_in(voice: VoicePrompt, workdir: Path) -> None:
     content = prompt.read_bytes()
     prompt_key = default_storage.save(f"{_voice_dir(voice)}/prompt.wav", ContentFile(content, name="prompt.wav"))
     finished = _voice_finish(
-        voice, status=Status.READY, prompt_key=prompt_key, content_sha256=hashlib.sha256(content).hexdigest(),
-        container=decoded.container[:40], duration_s=decoded.duration_s, speech_s=analysis.speech_s,
-        sample_rate=decoded.source_sample_rate, channels=decoded.source_channels, quality_score=analysis.score,
-        quality_warnings=list(analysis.warnings), quality_metrics=analysis.metrics,
+        voice,
+        status=Status.READY,
+        prompt_key=prompt_key,
+        content_sha256=hashlib.sha256(content).hexdigest(),
+        container=decoded.container[:40],
+        duration_s=decoded.duration_s,
+        speech_s=analysis.speech_s,
+        sample_rate=decoded.source_sample_rate,
+        channels=decoded.source_channels,
+        quality_score=analysis.score,
+        quality_warnings=list(analysis.warnings),
+        quality_metrics=analysis.metrics,
         embedding=[round(float(x), 6) for x in analysis.embedding],
     )
     if not finished:  # deleted while we worked: leave no orphan
@@ -231,6 +243,4 @@ def _voice_finish(voice: VoicePrompt, **fields: object) -> bool:
 def voice_reference(*, voice: VoicePrompt, workdir: Path) -> VoiceReference:
     """The voice as an engine receives it: its prompt copied into the job's workdir."""
     path = storage_download(voice.prompt_key, workdir / "voice-prompt.wav")
-    return VoiceReference(
-        audio_path=path, transcript=voice.transcript, language=voice.language, embedding=tuple(voice.embedding)
-    )
+    return VoiceReference(audio_path=path, transcript=voice.transcript, language=voice.language, embedding=tuple(voice.embedding))

@@ -44,8 +44,16 @@ class EndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_filter = ("is_enabled", "tenant")
     search_fields = ("url", "tenant__slug", "description")
     fields = (
-        "tenant", "url", "description", "event_types", "is_enabled", "disabled_reason", "disabled_at",
-        "consecutive_failures", "previous_secret_expires_at", "created_at",
+        "tenant",
+        "url",
+        "description",
+        "event_types",
+        "is_enabled",
+        "disabled_reason",
+        "disabled_at",
+        "consecutive_failures",
+        "previous_secret_expires_at",
+        "created_at",
     )
     readonly_fields = ("disabled_reason", "disabled_at", "consecutive_failures", "previous_secret_expires_at", "created_at")
     actions = ["enable_selected", "rotate_secret"]

@@ -105,8 +105,12 @@ class EndpointListApi(APIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         endpoint = services.endpoint_create(
-            tenant=request.user.tenant, url=values["url"], event_types=values.get("event_types", []),
-            description=values.get("description", ""), actor=request.user.actor, ip=client_ip(request),
+            tenant=request.user.tenant,
+            url=values["url"],
+            event_types=values.get("event_types", []),
+            description=values.get("description", ""),
+            actor=request.user.actor,
+            ip=client_ip(request),
         )
         if values.get("enabled") is False:
             endpoint = services.endpoint_update(endpoint=endpoint, is_enabled=False, actor=request.user.actor, ip=client_ip(request))

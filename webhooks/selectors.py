@@ -23,9 +23,7 @@ def delivery_get(*, tenant: Tenant, delivery_id: Any) -> Delivery:
     return owned_or_404(Delivery.objects.select_related("endpoint"), tenant=tenant, object_id=delivery_id, what="Delivery")
 
 
-def delivery_list(
-    *, tenant: Tenant, endpoint_id: Any = None, job_id: Any = None, status: str | None = None
-) -> QuerySet[Delivery]:
+def delivery_list(*, tenant: Tenant, endpoint_id: Any = None, job_id: Any = None, status: str | None = None) -> QuerySet[Delivery]:
     deliveries = Delivery.objects.filter(tenant=tenant)
     if endpoint_id:
         deliveries = deliveries.filter(endpoint_id=id_or_404(endpoint_id, "Endpoint"))

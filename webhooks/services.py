@@ -59,8 +59,13 @@ def _endpoints_changed(tenant_id: Any) -> None:
 
 
 def event_publish(
-    *, tenant: Tenant, event_type: str, data: dict[str, Any], job: Any = None,
-    job_webhook_url: str = "", job_webhook_events: list[str] | None = None,
+    *,
+    tenant: Tenant,
+    event_type: str,
+    data: dict[str, Any],
+    job: Any = None,
+    job_webhook_url: str = "",
+    job_webhook_events: list[str] | None = None,
 ) -> list[Delivery]:
     """Create one Delivery per subscribed URL and send each after commit."""
     now = timezone.now()
@@ -178,8 +183,13 @@ def _mine(delivery: Delivery) -> Any:
 
 def _record(delivery: Delivery, outcome: transport.SendOutcome, now: datetime) -> None:
     DeliveryAttempt.objects.create(
-        delivery=delivery, number=delivery.attempts, started_at=now, status_code=outcome.status_code,
-        latency_ms=outcome.latency_ms, error=outcome.error, response_excerpt=outcome.response_excerpt,
+        delivery=delivery,
+        number=delivery.attempts,
+        started_at=now,
+        status_code=outcome.status_code,
+        latency_ms=outcome.latency_ms,
+        error=outcome.error,
+        response_excerpt=outcome.response_excerpt,
     )
     if outcome.latency_ms is not None:
         metrics.observe(metrics.webhook_attempt_seconds, outcome.latency_ms / 1000)
@@ -195,8 +205,11 @@ def _record(delivery: Delivery, outcome: transport.SendOutcome, now: datetime) -
         return
     metrics.increment(metrics.webhook_attempts, outcome="retrying")
     rescheduled = _mine(delivery).update(
-        status=Delivery.Status.PENDING, next_attempt_at=now + timedelta(seconds=delay), locked_until=None,
-        last_status_code=outcome.status_code, last_error=error[:500],
+        status=Delivery.Status.PENDING,
+        next_attempt_at=now + timedelta(seconds=delay),
+        locked_until=None,
+        last_status_code=outcome.status_code,
+        last_error=error[:500],
     )
     if rescheduled and delay <= settings.WEBHOOK_BROKER_DELAY_MAX_S:
         _enqueue(delivery.id, delay_s=delay)
@@ -209,8 +222,13 @@ def _past_window(delivery: Delivery, when: datetime) -> bool:
 
 
 def _finish(
-    delivery: Delivery, status: str, *, status_code: int | None = None, error: str = "",
-    gone: bool = False, count_failure: bool = True,
+    delivery: Delivery,
+    status: str,
+    *,
+    status_code: int | None = None,
+    error: str = "",
+    gone: bool = False,
+    count_failure: bool = True,
 ) -> None:
     finished = _mine(delivery).update(
         status=status, finished_at=timezone.now(), locked_until=None, last_status_code=status_code, last_error=error[:500]
@@ -277,9 +295,9 @@ def delivery_replay(*, delivery: Delivery, actor: str, ip: str | None = None) ->
     """Send a finished delivery again (same webhook-id, same payload)."""
     if delivery.endpoint is not None and not delivery.endpoint.is_enabled:
         raise ApplicationError("endpoint_disabled", "The endpoint is disabled; enable it before replaying.", status=409)
-    replayed = Delivery.objects.filter(
-        id=delivery.id, status__in=[Delivery.Status.SUCCEEDED, Delivery.Status.FAILED]
-    ).update(status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), finished_at=None)
+    replayed = Delivery.objects.filter(id=delivery.id, status__in=[Delivery.Status.SUCCEEDED, Delivery.Status.FAILED]).update(
+        status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), finished_at=None
+    )
     if not replayed:
         raise ApplicationError("delivery_in_progress", "The delivery is still being attempted.", status=409)
     audit_record(action="webhook_delivery.replay", actor=actor, tenant=delivery.tenant, target=delivery, ip=ip)
@@ -339,7 +357,11 @@ def endpoint_update(*, endpoint: Endpoint, actor: str, ip: str | None = None, **
     endpoint.save(update_fields=[*changes, "updated_at"])  # never write back a stale secret or state
     _endpoints_changed(endpoint.tenant_id)
     audit_record(
-        action="webhook_endpoint.update", actor=actor, tenant=endpoint.tenant, target=endpoint, ip=ip,
+        action="webhook_endpoint.update",
+        actor=actor,
+        tenant=endpoint.tenant,
+        target=endpoint,
+        ip=ip,
         metadata={"fields": sorted(changes)},
     )
     return endpoint
@@ -353,7 +375,9 @@ def endpoint_disable(*, endpoint: Endpoint, reason: str) -> None:
     _endpoints_changed(endpoint.tenant_id)
     if disabled:
         logger.warning("webhook endpoint disabled", extra={"endpoint_id": str(endpoint.id), "reason": reason})
-        audit_record(action="webhook_endpoint.disable", actor="system", tenant=endpoint.tenant, target=endpoint, metadata={"reason": reason})
+        audit_record(
+            action="webhook_endpoint.disable", actor="system", tenant=endpoint.tenant, target=endpoint, metadata={"reason": reason}
+        )
 
 
 def endpoint_delete(*, endpoint: Endpoint, actor: str, ip: str | None = None) -> None:

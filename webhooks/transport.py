@@ -181,7 +181,12 @@ def post(*, url: str, body: bytes, headers: dict[str, str]) -> SendOutcome:
     try:
         url_check(url)
         response = _manager.request(
-            "POST", url, body=body, headers=headers, redirect=False, preload_content=False,
+            "POST",
+            url,
+            body=body,
+            headers=headers,
+            redirect=False,
+            preload_content=False,
             timeout=urllib3.Timeout(
                 connect=settings.WEBHOOK_CONNECT_TIMEOUT_S,
                 read=settings.WEBHOOK_READ_TIMEOUT_S,

@@ -138,7 +138,12 @@ class TTSEngine(Engine, ABC):
             matched = matching.match_voice(audio, self.sample_rate, matching.voice_profile(prompt))
         except ValueError:  # too little voiced speech on one side: nothing to match
             unmatched = round(before, 3)
-            return audio, {"mode": "matching", "matching_applied": False, "speaker_similarity": unmatched, "speaker_similarity_unmatched": unmatched}
+            return audio, {
+                "mode": "matching",
+                "matching_applied": False,
+                "speaker_similarity": unmatched,
+                "speaker_similarity_unmatched": unmatched,
+            }
         after = speaker.similarity(speaker.embed(matched, self.sample_rate), target)
         applied = after > before
         return (matched if applied else audio), {

@@ -99,9 +99,7 @@ class CosyVoiceEngine(TTSEngine):
     options = frozenset({"voice", "instruct"})
     clones_voice = True
     requires_voice = True
-    _LANGUAGES: ClassVar[frozenset[str]] = frozenset(
-        {"zh", "cmn", "yue", "en", "en-us", "en-gb", "ja", "ko", "de", "es", "fr", "it", "ru"}
-    )
+    _LANGUAGES: ClassVar[frozenset[str]] = frozenset({"zh", "cmn", "yue", "en", "en-us", "en-gb", "ja", "ko", "de", "es", "fr", "it", "ru"})
 
     def __init__(self, config: CosyVoiceConfig | None = None) -> None:
         super().__init__()

@@ -85,8 +85,14 @@ def _initialize(collect: Any) -> tuple[Any, int]:
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_Synth.argtypes = [
-        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-        ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
     ]
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(_data_path()).encode(), 0)
     if rate <= 0:
@@ -116,10 +122,15 @@ class EspeakEngine(TTSEngine):
 
         class Voice(ctypes.Structure):
             _fields_ = [
-                ("name", ctypes.c_char_p), ("languages", ctypes.c_void_p),
-                ("identifier", ctypes.c_char_p), ("gender", ctypes.c_ubyte),
-                ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
-                ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p),
+                ("name", ctypes.c_char_p),
+                ("languages", ctypes.c_void_p),
+                ("identifier", ctypes.c_char_p),
+                ("gender", ctypes.c_ubyte),
+                ("age", ctypes.c_ubyte),
+                ("variant", ctypes.c_ubyte),
+                ("xx1", ctypes.c_ubyte),
+                ("score", ctypes.c_int),
+                ("spare", ctypes.c_void_p),
             ]
 
         self._lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(Voice))

@@ -37,8 +37,10 @@ class FaceBox:
         return self.width * self.height
 
     def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 2) for k, v in
-                {"left": self.left, "top": self.top, "width": self.width, "height": self.height, "score": self.score}.items()}
+        return {
+            k: round(v, 2)
+            for k, v in {"left": self.left, "top": self.top, "width": self.width, "height": self.height, "score": self.score}.items()
+        }
 
 
 @dataclass(frozen=True)

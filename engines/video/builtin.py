@@ -59,8 +59,13 @@ class BuiltinEngine(TalkingHeadEngine):
         progress(6, "analyzing audio")
         speech = decode_speech(request.audio_path, max_audio_s=_MAX_AUDIO_S)
         frames = frame_count(speech.size / ANALYSIS_RATE, request.fps)
-        track = mouth_track(speech, fps=request.fps, frames=frames, temporal_smoothing=request.temporal_smoothing,
-                            lip_sync_correction=request.lip_sync_correction)
+        track = mouth_track(
+            speech,
+            fps=request.fps,
+            frames=frames,
+            temporal_smoothing=request.temporal_smoothing,
+            lip_sync_correction=request.lip_sync_correction,
+        )
         coefficients = _coefficients(track, rig, request)
         output = workdir / "talking-head.mp4"
         from engines.audio.io import decode_audio
@@ -72,10 +77,19 @@ class BuiltinEngine(TalkingHeadEngine):
         info = probe_video(output)
         elapsed = time.perf_counter() - started
         return TalkingHeadResult(
-            path=output, duration_s=round(info.duration_s, 3), size_bytes=output.stat().st_size, width=info.width,
-            height=info.height, fps=info.fps, frames=info.frames,
-            info={"crop": crop, "motion_box": list(rig.head_mask_box), "render_s": round(elapsed, 2),
-                  "render_fps": round(frames / max(elapsed, 1e-6), 1)},
+            path=output,
+            duration_s=round(info.duration_s, 3),
+            size_bytes=output.stat().st_size,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            frames=info.frames,
+            info={
+                "crop": crop,
+                "motion_box": list(rig.head_mask_box),
+                "render_s": round(elapsed, 2),
+                "render_fps": round(frames / max(elapsed, 1e-6), 1),
+            },
         )
 
 
@@ -168,14 +182,19 @@ def _moving_average(track: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def _frames(
-    frame: np.ndarray, rig: rigging.Rig, coefficients: np.ndarray, *, progress: ProgressCallback, total: int,
+    frame: np.ndarray,
+    rig: rigging.Rig,
+    coefficients: np.ndarray,
+    *,
+    progress: ProgressCallback,
+    total: int,
 ) -> Iterator[np.ndarray]:
     import torch
     import torch.nn.functional as functional
 
     height, width = rig.shape
     top, left = rig.top, rig.left
-    region = torch.from_numpy(np.array(frame[top:top + height, left:left + width])).permute(2, 0, 1)[None].float()
+    region = torch.from_numpy(np.array(frame[top : top + height, left : left + width])).permute(2, 0, 1)[None].float()
     # grid_sample wants source positions in [-1, 1]: fold that scaling (and
     # the minus of backward mapping) into the bases once.
     scale = torch.tensor([2 / max(width - 1, 1), 2 / max(height - 1, 1)])
@@ -191,7 +210,7 @@ def _frames(
             warped = functional.grid_sample(region, grid, mode="bilinear", padding_mode="border", align_corners=True)
             pixels = warped[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
             out = frame.copy()
-            out[top:top + height, left:left + width] = pixels.transpose(1, 2, 0)
+            out[top : top + height, left : left + width] = pixels.transpose(1, 2, 0)
             upper, lower = rigging.mouth_polygon(rig, coefficients[index])
             _paint_mouth(out, upper, lower, rig.face_height)
             yield out

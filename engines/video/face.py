@@ -32,8 +32,44 @@ UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER_LIP = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 UPPER_OUTER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
 LOWER_OUTER_LIP = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FACE_OVAL = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+)
 RIGHT_EYE_UPPER = (246, 161, 160, 159, 158, 157, 173)  # the subject's right eye (image left)
 RIGHT_EYE_LOWER = (7, 163, 144, 145, 153, 154, 155)
 RIGHT_EYE_CORNERS = (33, 133)
@@ -169,7 +205,7 @@ def _square_tiles(rgb: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
     count = math.ceil(long / side * 2) - 1  # half-overlapping squares
     for index in range(count):
         offset = round(index * (long - side) / max(count - 1, 1))
-        yield (offset, 0, rgb[:, offset:offset + side]) if width > height else (0, offset, rgb[offset:offset + side])
+        yield (offset, 0, rgb[:, offset : offset + side]) if width > height else (0, offset, rgb[offset : offset + side])
 
 
 def _shifted(face: Detection, left: float, top: float) -> Detection:
@@ -191,7 +227,7 @@ def _letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float, float, fl
     resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BILINEAR))
     canvas = np.zeros((size, size, 3), np.uint8)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
     return canvas.astype(np.float32) / 127.5 - 1.0, scale, float(pad_x), float(pad_y)
 
 

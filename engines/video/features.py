@@ -56,7 +56,12 @@ def loudness_per_frame(samples: np.ndarray, fps: int, frames: int, rate: int = A
 
 
 def mouth_track(
-    samples: np.ndarray, *, fps: int, frames: int, temporal_smoothing: bool = True, lip_sync_correction: bool = True,
+    samples: np.ndarray,
+    *,
+    fps: int,
+    frames: int,
+    temporal_smoothing: bool = True,
+    lip_sync_correction: bool = True,
 ) -> MouthTrack:
     level_db, centroid = loudness_per_frame(samples, fps, frames)
     peak = float(np.percentile(level_db, 99)) if level_db.size else -120.0
@@ -91,7 +96,13 @@ def _smooth(track: np.ndarray, *, sigma_frames: float) -> np.ndarray:
 
 
 def _correct(
-    open_: np.ndarray, wide: np.ndarray, round_: np.ndarray, *, open_raw: np.ndarray, silent: np.ndarray, fps: int,
+    open_: np.ndarray,
+    wide: np.ndarray,
+    round_: np.ndarray,
+    *,
+    open_raw: np.ndarray,
+    silent: np.ndarray,
+    fps: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lip-sync correction after smoothing: a silence of two frames or more
     closes the mouth fully (smoothing would leak the neighbours' openness into

@@ -62,10 +62,12 @@ def check_portrait(image_path: Path) -> PortraitCheck:
     rgb = load_portrait(image_path)
     faces = face_models().detect(rgb)
     if not faces:
-        raise PermanentEngineError("No face was found in the image. Use a photo with one clearly visible face.",
-                                   code="face_not_detected")
+        raise PermanentEngineError("No face was found in the image. Use a photo with one clearly visible face.", code="face_not_detected")
     return PortraitCheck(
-        face=faces[0].box, faces_found=len(faces), image_width=rgb.shape[1], image_height=rgb.shape[0],
+        face=faces[0].box,
+        faces_found=len(faces),
+        image_width=rgb.shape[1],
+        image_height=rgb.shape[0],
         warnings=["multiple_faces"] if len(faces) > 1 else [],
     )
 

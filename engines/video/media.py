@@ -68,8 +68,15 @@ def probe_video(path: Path) -> VideoInfo:
 
 
 def write_mp4(
-    path: Path, frames: Iterable[np.ndarray], *, fps: int, size: int, audio: np.ndarray, audio_rate: int,
-    crf: int = 23, preset: str = "veryfast",
+    path: Path,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: int,
+    size: int,
+    audio: np.ndarray,
+    audio_rate: int,
+    crf: int = 23,
+    preset: str = "veryfast",
 ) -> None:
     """Encode RGB uint8 frames (size x size x 3) as H.264 (yuv420p, faststart)
     and ``audio`` (float32 mono) as AAC into one MP4. Both streams start at 0."""

@@ -62,7 +62,11 @@ def measure(path: Path, *, max_lag: int = 4) -> LipSyncReport:
     lags = {lag: _correlation(mouth_track, level, lag) for lag in range(-max_lag, max_lag + 1)}
     best_lag = max(lags, key=lambda lag: lags[lag] if np.isfinite(lags[lag]) else -2)
     return LipSyncReport(
-        info=info, mouth=mouth_track, loudness_db=loudness, correlation=lags[0], best_lag_frames=best_lag,
+        info=info,
+        mouth=mouth_track,
+        loudness_db=loudness,
+        correlation=lags[0],
+        best_lag_frames=best_lag,
         silent_mouth_max=float(np.nanmax(mouth_track[silent & found])) if (silent & found).any() else float("nan"),
         speech_mouth_p90=float(np.nanpercentile(mouth_track[~silent & found], 90)) if (~silent & found).any() else float("nan"),
         faces_found=int(found.sum()),
@@ -80,7 +84,7 @@ def _inside_runs(mask: np.ndarray, length: int = 3) -> np.ndarray:
     out = np.zeros_like(mask)
     for start, end in runs(mask):
         if end - start >= length:
-            out[start + 1:end - 1] = True
+            out[start + 1 : end - 1] = True
     return out
 
 
@@ -91,7 +95,7 @@ def _outside_head(shape: tuple[int, int], landmarks: np.ndarray | None) -> np.nd
         return np.zeros(shape, bool)
     oval = landmarks[list(FACE_OVAL)]
     center, radii = oval.mean(0), (oval.max(0) - oval.min(0)) / 2 * STABLE_OUTSIDE_SCALE
-    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
     outside: np.ndarray = ((xs - center[0]) / radii[0]) ** 2 + ((ys - center[1]) / radii[1]) ** 2 > 1
     return outside
 
@@ -100,7 +104,7 @@ def _loudness_per_frame(audio: np.ndarray, rate: int, fps: float, frames: int) -
     hop = rate / fps
     out = np.full(frames, -120.0)
     for index in range(frames):
-        chunk = audio[int(index * hop):int((index + 1) * hop)]
+        chunk = audio[int(index * hop) : int((index + 1) * hop)]
         if chunk.size:
             out[index] = 20 * np.log10(np.sqrt(np.mean(chunk.astype(np.float64) ** 2)) + 1e-6)
     return out
@@ -118,4 +122,3 @@ def _correlation(mouth: np.ndarray, level: np.ndarray, lag: int) -> float:
     if keep.sum() < 3 or np.std(a[keep]) == 0 or np.std(b[keep]) == 0:
         return float("nan")
     return float(np.corrcoef(a[keep], b[keep])[0, 1])
-

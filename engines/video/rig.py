@@ -79,9 +79,16 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     _head_bases(points, face_height, mask, grid, bases, upper_pts, lower_pts)
     bases *= mask[np.newaxis, ..., np.newaxis]  # exactly still outside the head
     return Rig(
-        size=size, top=int(top), left=int(left), bases=bases, mouth_upper=upper_pts, mouth_lower=lower_pts,
-        upper_inner=points[list(fm.UPPER_INNER_LIP)], lower_inner=points[list(fm.LOWER_INNER_LIP)],
-        face_height=face_height, head_mask_box=(int(left), int(top), int(right), int(bottom)),
+        size=size,
+        top=int(top),
+        left=int(left),
+        bases=bases,
+        mouth_upper=upper_pts,
+        mouth_lower=lower_pts,
+        upper_inner=points[list(fm.UPPER_INNER_LIP)],
+        lower_inner=points[list(fm.LOWER_INNER_LIP)],
+        face_height=face_height,
+        head_mask_box=(int(left), int(top), int(right), int(bottom)),
     )
 
 
@@ -100,7 +107,7 @@ def _rbf_dense(grid: np.ndarray, controls: np.ndarray, displacements: np.ndarray
     if np.any(high <= low):
         return out
     step = max(1, int(sigma / 6))
-    box = grid[low[1]:high[1], low[0]:high[0]]
+    box = grid[low[1] : high[1], low[0] : high[0]]
     coarse = _rbf(box[::step, ::step], controls, displacements, sigma)
     if step > 1:
         tensor = torch.from_numpy(np.ascontiguousarray(coarse.transpose(2, 0, 1)))[None]
@@ -108,14 +115,14 @@ def _rbf_dense(grid: np.ndarray, controls: np.ndarray, displacements: np.ndarray
         size = ((coarse.shape[0] - 1) * step + 1, (coarse.shape[1] - 1) * step + 1)
         fine = functional.interpolate(tensor, size=size, mode="bilinear", align_corners=True)[0].numpy().transpose(1, 2, 0)
         filled = np.zeros((box.shape[0], box.shape[1], coarse.shape[2]), np.float32)
-        filled[:fine.shape[0], :fine.shape[1]] = fine
+        filled[: fine.shape[0], : fine.shape[1]] = fine
         # The last few rows/columns beyond the last coarse sample: exact.
         if fine.shape[0] < box.shape[0]:
-            filled[fine.shape[0]:] = _rbf(box[fine.shape[0]:], controls, displacements, sigma)
+            filled[fine.shape[0] :] = _rbf(box[fine.shape[0] :], controls, displacements, sigma)
         if fine.shape[1] < box.shape[1]:
-            filled[:, fine.shape[1]:] = _rbf(box[:, fine.shape[1]:], controls, displacements, sigma)
+            filled[:, fine.shape[1] :] = _rbf(box[:, fine.shape[1] :], controls, displacements, sigma)
         coarse = filled
-    out[low[1]:high[1], low[0]:high[0]] = coarse
+    out[low[1] : high[1], low[0] : high[0]] = coarse
     return out
 
 
@@ -168,16 +175,26 @@ def _mouth_controls(points: np.ndarray, s: float) -> dict[str, tuple[np.ndarray,
     for index in _UPPER_LIP:
         # An opening mouth is an ellipse, widest in the middle.
         centrality = float(np.sqrt(1 - lateral(index) ** 2))
-        upper.append((points[index], np.array([0, -0.14]) * jaw_drop * centrality,
-                      np.array([lateral(index) * 0.5, 0.08]) * spread,
-                      np.array([-lateral(index) * 0.45, -0.25 * centrality]) * pucker,
-                      np.array([0, 0.35 * gap_at(index)])))
+        upper.append(
+            (
+                points[index],
+                np.array([0, -0.14]) * jaw_drop * centrality,
+                np.array([lateral(index) * 0.5, 0.08]) * spread,
+                np.array([-lateral(index) * 0.45, -0.25 * centrality]) * pucker,
+                np.array([0, 0.35 * gap_at(index)]),
+            )
+        )
     for index in _LOWER_LIP:
         centrality = float(np.sqrt(1 - lateral(index) ** 2))
-        lower.append((points[index], np.array([0, 1.0]) * jaw_drop * (0.15 + 0.85 * centrality),
-                      np.array([lateral(index) * 0.5, -0.08]) * spread,
-                      np.array([-lateral(index) * 0.45, 0.3 * centrality]) * pucker,
-                      np.array([0, -0.65 * gap_at(index)])))
+        lower.append(
+            (
+                points[index],
+                np.array([0, 1.0]) * jaw_drop * (0.15 + 0.85 * centrality),
+                np.array([lateral(index) * 0.5, -0.08]) * spread,
+                np.array([-lateral(index) * 0.45, 0.3 * centrality]) * pucker,
+                np.array([0, -0.65 * gap_at(index)]),
+            )
+        )
     for index in _CHIN:
         lower.append((points[index], np.array([0, 0.95]) * jaw_drop, zero, zero, np.array([0, -0.6 * center_gap])))
     for index, share in _JAW.items():
@@ -228,9 +245,7 @@ def _rows_of(controls: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.array(rows)
 
 
-def _mouth_bases(
-    points: np.ndarray, s: float, grid: np.ndarray, bases: np.ndarray, upper_pts: np.ndarray, lower_pts: np.ndarray
-) -> None:
+def _mouth_bases(points: np.ndarray, s: float, grid: np.ndarray, bases: np.ndarray, upper_pts: np.ndarray, lower_pts: np.ndarray) -> None:
     controls = _mouth_controls(points, s)
     sigma = 0.055 * s
     _close_exactly(points, controls, sigma)
@@ -260,19 +275,24 @@ def _below_seam(points: np.ndarray, grid: np.ndarray, s: float) -> np.ndarray:
 
 def _blink_bases(points: np.ndarray, s: float, grid: np.ndarray, bases: np.ndarray) -> None:
     sigma = 0.03 * s
-    eyes = ((BLINK_RIGHT, fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_EYE_CORNERS),
-            (BLINK_LEFT, fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_EYE_CORNERS))
+    eyes = (
+        (BLINK_RIGHT, fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_EYE_CORNERS),
+        (BLINK_LEFT, fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_EYE_CORNERS),
+    )
     for basis, upper, lower, corners in eyes:
         up, low = points[list(upper)], points[list(lower)]
         opening = np.clip(np.interp(up[:, 0], *_sorted_xy(low)) - up[:, 1], 0, None)
-        controls = np.concatenate([up, up + np.stack([np.zeros_like(opening), opening * 0.5], 1), low, points[list(corners)],
-                                   points[list(_BROWS)]])
-        displacements = np.concatenate([
-            np.stack([np.zeros_like(opening), opening], 1),  # the lid comes down over the eye
-            np.stack([np.zeros_like(opening), opening * 0.75], 1),
-            np.stack([np.zeros(len(low)), -0.1 * opening.mean() * np.ones(len(low))], 1),
-            np.zeros((len(corners) + len(_BROWS), 2)),
-        ])
+        controls = np.concatenate(
+            [up, up + np.stack([np.zeros_like(opening), opening * 0.5], 1), low, points[list(corners)], points[list(_BROWS)]]
+        )
+        displacements = np.concatenate(
+            [
+                np.stack([np.zeros_like(opening), opening], 1),  # the lid comes down over the eye
+                np.stack([np.zeros_like(opening), opening * 0.75], 1),
+                np.stack([np.zeros(len(low)), -0.1 * opening.mean() * np.ones(len(low))], 1),
+                np.zeros((len(corners) + len(_BROWS), 2)),
+            ]
+        )
         bases[basis] = _rbf_dense(grid, controls, displacements, sigma)
 
 
@@ -300,7 +320,7 @@ def _head_bases(
 
 def _head_mask(grid: np.ndarray, center: np.ndarray, radii: np.ndarray, feather: float) -> np.ndarray:
     offset = (grid - center) / radii
-    distance = (np.sqrt((offset ** 2).sum(-1)) - 1) * radii.min()  # ~pixels outside the ellipse
+    distance = (np.sqrt((offset**2).sum(-1)) - 1) * radii.min()  # ~pixels outside the ellipse
     mask: np.ndarray = np.clip(0.5 - distance / (2 * feather), 0, 1).astype(np.float32) ** 1.5
     return mask
 

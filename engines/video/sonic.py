@@ -382,8 +382,9 @@ class _Server:
         opened = False
         try:
             # legacy=False: the context-manager form, the one websockets keeps.
-            with connect(url, open_timeout=self._connect_timeout_s, proxy=None, max_size=MAX_WS_FRAME, compression=None,
-                         legacy=False) as ws:
+            with connect(
+                url, open_timeout=self._connect_timeout_s, proxy=None, max_size=MAX_WS_FRAME, compression=None, legacy=False
+            ) as ws:
                 opened = True
                 yield ws
         except (OSError, TimeoutError, WebSocketException) as exc:
@@ -400,7 +401,13 @@ class _Server:
         return payload if isinstance(payload, dict) else {}
 
     def _request(
-        self, method: str, path: str, *, fields: Any = None, body: Any = None, stream: bool = False,
+        self,
+        method: str,
+        path: str,
+        *,
+        fields: Any = None,
+        body: Any = None,
+        stream: bool = False,
         read_timeout: float = HTTP_READ_TIMEOUT_S,
     ) -> Any:
         import urllib3
@@ -550,9 +557,7 @@ class SonicEngine(TalkingHeadEngine):
     def _submit_to(self, server: _Server, request: TalkingHeadRequest, inputs: _Inputs, token: str) -> _Submitted:
         image = server.upload(f"mynah_{token}.png", inputs.image, "image/png")
         audio = server.upload(f"mynah_{token}.wav", inputs.wav, "audio/wav")
-        values = workflow_values(
-            self.config, request, image=image, audio=audio, duration_s=inputs.duration_s, prefix=f"mynah/{token}"
-        )
+        values = workflow_values(self.config, request, image=image, audio=audio, duration_s=inputs.duration_s, prefix=f"mynah/{token}")
         workflow = build_workflow(self._template, values)
         client_id = uuid.uuid4().hex
         with contextlib.ExitStack() as attempt:  # closes the WebSocket if queueing fails
@@ -665,6 +670,12 @@ def _result(path: Path, info: dict[str, Any]) -> TalkingHeadResult:
     if video.audio_codec is None:
         raise TransientEngineError("ComfyUI returned a video without its audio.")
     return TalkingHeadResult(
-        path=path, duration_s=video.duration_s, size_bytes=path.stat().st_size, width=video.width, height=video.height,
-        fps=video.fps, frames=video.frames, info=info,
+        path=path,
+        duration_s=video.duration_s,
+        size_bytes=path.stat().st_size,
+        width=video.width,
+        height=video.height,
+        fps=video.fps,
+        frames=video.frames,
+        info=info,
     )

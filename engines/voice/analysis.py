@@ -62,8 +62,12 @@ def analyze_prompt(audio: np.ndarray, *, min_speech_s: float = MIN_SPEECH_S, max
     warnings = _warnings(metrics, speech_s=speech_s)
     score = max(0.0, 1.0 - sum(PENALTIES[name] for name in warnings))
     return PromptAnalysis(
-        audio=_normalized(trimmed, metrics["speech_dbfs"]), speech_s=round(speech_s, 3), score=round(score, 2),
-        warnings=tuple(warnings), embedding=embedding, metrics=metrics,
+        audio=_normalized(trimmed, metrics["speech_dbfs"]),
+        speech_s=round(speech_s, 3),
+        score=round(score, 2),
+        warnings=tuple(warnings),
+        embedding=embedding,
+        metrics=metrics,
     )
 
 
@@ -71,18 +75,14 @@ def _check_speech_length(speech_s: float, *, min_speech_s: float, max_speech_s: 
     if speech_s < 0.5:
         raise PromptRejected("No speech was detected in the audio.", code="no_speech")
     if speech_s < min_speech_s:
-        raise PromptRejected(
-            f"The audio has {speech_s:.1f} s of speech; at least {min_speech_s:g} s are needed.", code="audio_too_short"
-        )
+        raise PromptRejected(f"The audio has {speech_s:.1f} s of speech; at least {min_speech_s:g} s are needed.", code="audio_too_short")
     if speech_s > max_speech_s:
-        raise PromptRejected(
-            f"The audio has {speech_s:.1f} s of speech; at most {max_speech_s:g} s are allowed.", code="audio_too_long"
-        )
+        raise PromptRejected(f"The audio has {speech_s:.1f} s of speech; at most {max_speech_s:g} s are allowed.", code="audio_too_long")
 
 
 def _trim(audio: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
     pad = int(EDGE_PAD_S * RATE)
-    return audio[max(0, segments[0][0] - pad): min(audio.size, segments[-1][1] + pad)]
+    return audio[max(0, segments[0][0] - pad) : min(audio.size, segments[-1][1] + pad)]
 
 
 def _snr_db(audio: np.ndarray, speech_mask: np.ndarray) -> float:

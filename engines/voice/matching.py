@@ -51,8 +51,10 @@ def _profile(f0: np.ndarray, envelope: np.ndarray, sample_rate: int) -> VoicePro
     log_f0 = np.log(f0[voiced])
     freqs = np.linspace(0, sample_rate / 2, envelope.shape[1])
     return VoiceProfile(
-        log_f0_mean=float(log_f0.mean()), log_f0_std=float(log_f0.std()),
-        freqs_hz=freqs, log_envelope=np.log(envelope[voiced]).mean(axis=0),
+        log_f0_mean=float(log_f0.mean()),
+        log_f0_std=float(log_f0.std()),
+        freqs_hz=freqs,
+        log_envelope=np.log(envelope[voiced]).mean(axis=0),
     )
 
 

@@ -67,8 +67,7 @@ def _decode_capped(container, stream, *, max_samples: int) -> np.ndarray:
                 total += pieces[-1].size
             if total > max_samples:
                 raise PromptRejected(
-                    f"The audio is longer than {max_samples // PROMPT_SAMPLE_RATE} s; "
-                    "upload a clip with 3 to 30 s of speech.",
+                    f"The audio is longer than {max_samples // PROMPT_SAMPLE_RATE} s; upload a clip with 3 to 30 s of speech.",
                     code="audio_too_long",
                 )
         pieces.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))

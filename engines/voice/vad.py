@@ -38,7 +38,9 @@ def speech_segments(audio: np.ndarray) -> list[tuple[int, int]]:
     with _lock:
         model = _load()
         stamps = get_speech_timestamps(
-            torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), model,
-            sampling_rate=PROMPT_SAMPLE_RATE, min_silence_duration_ms=150,
+            torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+            model,
+            sampling_rate=PROMPT_SAMPLE_RATE,
+            min_silence_duration_ms=150,
         )
     return [(int(stamp["start"]), int(stamp["end"])) for stamp in stamps]

@@ -43,8 +43,12 @@ def job_announce(job: Job | Any, *, fresh: bool = False) -> None:
         event_type = _WEBHOOK_EVENT_BY_STATUS.get(job.status)
         if event_type:
             event_publish(
-                tenant=job.tenant, event_type=event_type, data=body, job=job,
-                job_webhook_url=job.webhook_url, job_webhook_events=job.webhook_events,
+                tenant=job.tenant,
+                event_type=event_type,
+                data=body,
+                job=job,
+                job_webhook_url=job.webhook_url,
+                job_webhook_events=job.webhook_events,
             )
     except Exception:  # a database hiccup must not turn a finished job into a retry
         logger.warning("could not announce a job event", exc_info=True)
@@ -63,8 +67,12 @@ def job_announce_progress(job: Job) -> None:
     _progress_webhook_sent[job.id] = now
     try:
         event_publish(
-            tenant=job.tenant, event_type="job.progress", data=job_representation(job), job=job,
-            job_webhook_url=job.webhook_url, job_webhook_events=job.webhook_events,
+            tenant=job.tenant,
+            event_type="job.progress",
+            data=job_representation(job),
+            job=job,
+            job_webhook_url=job.webhook_url,
+            job_webhook_events=job.webhook_events,
         )
     except Exception:
         logger.warning("could not publish a progress webhook", exc_info=True)

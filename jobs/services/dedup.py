@@ -48,10 +48,18 @@ def copied_result(source: Job) -> dict[str, Any]:
     """A finished job's output, for another job: the same stored object, no copy."""
     now = timezone.now()
     return {
-        "status": Status.SUCCEEDED, "progress": 100, "stage": "done", "started_at": now, "finished_at": now,
-        "result_key": source.result_key, "result_content_type": source.result_content_type,
-        "result_duration_s": source.result_duration_s, "result_size_bytes": source.result_size_bytes,
-        "result_expires_at": source.result_expires_at, "result_info": source.result_info, "result_files": source.result_files,
+        "status": Status.SUCCEEDED,
+        "progress": 100,
+        "stage": "done",
+        "started_at": now,
+        "finished_at": now,
+        "result_key": source.result_key,
+        "result_content_type": source.result_content_type,
+        "result_duration_s": source.result_duration_s,
+        "result_size_bytes": source.result_size_bytes,
+        "result_expires_at": source.result_expires_at,
+        "result_info": source.result_info,
+        "result_files": source.result_files,
     }
 
 
@@ -67,8 +75,11 @@ def followers_finish(source: Job) -> None:
         usage_record(tenant_id=source.tenant_id, cache_hits=len(followers))
     elif source.status == Status.FAILED:
         Job.objects.filter(id__in=[f.id for f in followers], status=Status.QUEUED).update(
-            status=Status.FAILED, stage="failed", finished_at=timezone.now(),
-            error_code=source.error_code, error_message=source.error_message,
+            status=Status.FAILED,
+            stage="failed",
+            finished_at=timezone.now(),
+            error_code=source.error_code,
+            error_message=source.error_message,
         )
     else:  # canceled or expired: the first follower runs, the others wait on it
         leader, *rest = sorted(followers, key=lambda follower: follower.created_at)

@@ -28,8 +28,14 @@ class TtsParams:
 
 # Talking-head parameters and their defaults (Sonic's names and ranges).
 TALKING_HEAD_DEFAULTS: dict[str, Any] = {
-    "resolution": 512, "expand_ratio": 0.18, "inference_steps": 25, "dynamic_scale": 1.0, "motion_scale": 1.05,
-    "fps": 25, "temporal_smoothing": True, "lip_sync_correction": True,
+    "resolution": 512,
+    "expand_ratio": 0.18,
+    "inference_steps": 25,
+    "dynamic_scale": 1.0,
+    "motion_scale": 1.05,
+    "fps": 25,
+    "temporal_smoothing": True,
+    "lip_sync_correction": True,
 }
 # The ones an engine may not honour (declared in its ``options``); resolution,
 # expand_ratio and fps every engine honours.
@@ -52,8 +58,14 @@ class WebhookTarget:
 
 
 def tts_params_resolve(
-    *, text: str, language: str | None, engine: str | None, format: str, speed: float,
-    voice: VoicePrompt | None = None, instruct: str = "",
+    *,
+    text: str,
+    language: str | None,
+    engine: str | None,
+    format: str,
+    speed: float,
+    voice: VoicePrompt | None = None,
+    instruct: str = "",
 ) -> TtsParams:
     """Pick the engine (default by language) and check it can do what was
     asked: the language, and every option (voice, instruct, speed). An option
@@ -78,15 +90,22 @@ def tts_params_resolve(
         )
     if voice is not None and voice.status != VoicePrompt.Status.READY:
         raise ApplicationError(
-            "voice_not_ready", f"The voice is {voice.status}; only a ready voice can be used.", status=409,
+            "voice_not_ready",
+            f"The voice is {voice.status}; only a ready voice can be used.",
+            status=409,
             details={"voice_id": str(voice.id), "status": voice.status},
         )
     return TtsParams(text=text, language=language, engine=engine, format=format, speed=speed, voice=voice, instruct=instruct)
 
 
 def talking_head_params_resolve(
-    *, engine: str | None, options: dict[str, Any], text: str | None = None, language: str | None = None,
-    voice: VoicePrompt | None = None, tts_engine: str | None = None,
+    *,
+    engine: str | None,
+    options: dict[str, Any],
+    text: str | None = None,
+    language: str | None = None,
+    voice: VoicePrompt | None = None,
+    tts_engine: str | None = None,
 ) -> TalkingHeadParams:
     """Pick the video engine and check it honours every parameter asked for
     (a non-default value of an option it lacks is refused); with text, also
@@ -98,8 +117,10 @@ def talking_head_params_resolve(
     _check_options(engine=engine, engine_cls=engine_cls, requested=requested)
     if engine_cls.frame_rates is not None and values["fps"] not in engine_cls.frame_rates:
         raise ApplicationError(
-            "unsupported_option", f"Engine '{engine}' renders at {', '.join(map(str, engine_cls.frame_rates))} fps only.",
-            status=422, details={"engine": engine, "options": ["fps"], "supported_fps": list(engine_cls.frame_rates)},
+            "unsupported_option",
+            f"Engine '{engine}' renders at {', '.join(map(str, engine_cls.frame_rates))} fps only.",
+            status=422,
+            details={"engine": engine, "options": ["fps"], "supported_fps": list(engine_cls.frame_rates)},
         )
     speech = None
     if text is not None:

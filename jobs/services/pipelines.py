@@ -74,8 +74,12 @@ def job_render(job: Job, workdir: Path) -> JobOutput:
     fallbacks: list[dict[str, Any]] = []
     for step, resolution in enumerate(ladder):
         request = TalkingHeadRequest(
-            image_path=workdir / "image", audio_path=audio_path, face=portrait.face, resolution=resolution,
-            seed=int((job.dedup_key or job.id.hex)[:8], 16), **options,
+            image_path=workdir / "image",
+            audio_path=audio_path,
+            face=portrait.face,
+            resolution=resolution,
+            seed=int((job.dedup_key or job.id.hex)[:8], 16),
+            **options,
         )
         try:
             result = engine.run(request, progress_between(job, render_from, ENGINE_PROGRESS_SHARE), workdir)
@@ -89,9 +93,16 @@ def job_render(job: Job, workdir: Path) -> JobOutput:
     else:  # an empty ladder: cannot happen (it holds at least the requested resolution)
         raise AssertionError("no resolution to render at")
     info: dict[str, Any] = {
-        "width": result.width, "height": result.height, "fps": result.fps, "frames": result.frames,
-        "resolution": resolution, "requested_resolution": requested, "audio_duration_s": audio_duration,
-        "face": portrait.face.as_dict(), "faces_found": portrait.faces_found, "warnings": portrait.warnings,
+        "width": result.width,
+        "height": result.height,
+        "fps": result.fps,
+        "frames": result.frames,
+        "resolution": resolution,
+        "requested_resolution": requested,
+        "audio_duration_s": audio_duration,
+        "face": portrait.face.as_dict(),
+        "faces_found": portrait.faces_found,
+        "warnings": portrait.warnings,
     }
     if fallbacks:
         info["fallbacks"] = fallbacks
@@ -103,8 +114,12 @@ def _speech_synthesize(job: Job, workdir: Path, report: ProgressReport, *, forma
     engine_name = job.input.get("tts_engine", job.engine) if job.kind == Job.Kind.TALKING_HEAD else job.engine
     engine = registry.get_engine(engine_name)
     request = SpeechRequest(
-        text=job.input["text"], language=job.input["language"], format=format or job.input["format"],
-        speed=job.input.get("speed", 1.0), voice=_job_voice(job, workdir), instruct=job.input.get("instruct", ""),
+        text=job.input["text"],
+        language=job.input["language"],
+        format=format or job.input["format"],
+        speed=job.input.get("speed", 1.0),
+        voice=_job_voice(job, workdir),
+        instruct=job.input.get("instruct", ""),
     )
     result: SpeechResult = engine.run(request, report, workdir)
     return result

@@ -66,7 +66,12 @@ def job_claim(*, job_id: str) -> Job | None:
     abandoned = Q(status=Status.RUNNING, heartbeat_at__lt=stale_before)
     claimable = Q(status=Status.QUEUED) | (abandoned & Q(attempts__lt=settings.JOB_MAX_ATTEMPTS))
     claimed = Job.objects.filter(claimable, id=job_id).update(
-        status=Status.RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now, stage="starting", progress=0,
+        status=Status.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=now,
+        heartbeat_at=now,
+        stage="starting",
+        progress=0,
     )
     if claimed:
         job = Job.objects.select_related("tenant").get(id=job_id)
@@ -84,7 +89,10 @@ def _job_fail_if_lost(job_id: str, *, abandoned: Q, now: Any) -> None:
     and ends its followers and frees its slot like any other failure. Only
     looked for here, off the hot path (every UPDATE takes SQLite's write lock)."""
     lost = Job.objects.filter(abandoned, id=job_id, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
-        status=Status.FAILED, stage="failed", finished_at=now, error_code="worker_lost",
+        status=Status.FAILED,
+        stage="failed",
+        finished_at=now,
+        error_code="worker_lost",
         error_message=f"The worker running this job stopped responding on all {settings.JOB_MAX_ATTEMPTS} attempts.",
     )
     if lost:
@@ -173,7 +181,9 @@ def job_failure_settle(owned: QuerySet[Job], *, attempts: int, code: str, messag
     if permanent or attempts >= settings.JOB_MAX_ATTEMPTS:
         if not permanent:
             message = f"{message} (gave up after {attempts} attempts)"
-        failed = owned.update(status=Status.FAILED, stage="failed", finished_at=timezone.now(), error_code=code, error_message=message[:2000])
+        failed = owned.update(
+            status=Status.FAILED, stage="failed", finished_at=timezone.now(), error_code=code, error_message=message[:2000]
+        )
         return "failed" if failed else None
     requeued = owned.update(status=Status.QUEUED, stage="retrying", error_code=code, error_message=message[:2000])
     return "retrying" if requeued else None
@@ -207,8 +217,13 @@ def _job_store_result(job: Job, output: JobOutput) -> None:
     try:
         main_key = job_output_store(job, "output", output.path, stored)
         result_files = {
-            role: {"key": job_output_store(job, role, extra.path, stored), "content_type": extra.content_type,
-                   "duration_s": extra.duration_s, "size_bytes": extra.size_bytes, **extra.info}
+            role: {
+                "key": job_output_store(job, role, extra.path, stored),
+                "content_type": extra.content_type,
+                "duration_s": extra.duration_s,
+                "size_bytes": extra.size_bytes,
+                **extra.info,
+            }
             for role, extra in output.extra.items()
         }
     except BaseException:
@@ -216,11 +231,20 @@ def _job_store_result(job: Job, output: JobOutput) -> None:
         raise
     now = timezone.now()
     finished = job_owned(job).update(
-        status=Status.SUCCEEDED, progress=100, stage="done", finished_at=now, heartbeat_at=now, error_code="", error_message="",
-        result_key=main_key, result_content_type=output.content_type, result_duration_s=output.duration_s,
+        status=Status.SUCCEEDED,
+        progress=100,
+        stage="done",
+        finished_at=now,
+        heartbeat_at=now,
+        error_code="",
+        error_message="",
+        result_key=main_key,
+        result_content_type=output.content_type,
+        result_duration_s=output.duration_s,
         result_size_bytes=output.size_bytes,
         result_expires_at=now + timedelta(days=tenant_limits(job.tenant).result_retention_days),
-        result_info=output.info, result_files=result_files,
+        result_info=output.info,
+        result_files=result_files,
     )
     if not finished:  # canceled or taken over while storing: no orphan objects
         files_delete(stored)

@@ -27,8 +27,10 @@ def job_cancel(*, job: Job, actor: str, ip: str | None) -> Job:
     job.refresh_from_db()
     if not canceled:
         raise ApplicationError(
-            "job_not_cancelable", f"The job is {job.status}; only queued or running jobs can be canceled.",
-            status=409, details={"status": job.status},
+            "job_not_cancelable",
+            f"The job is {job.status}; only queued or running jobs can be canceled.",
+            status=409,
+            details={"status": job.status},
         )
     audit_record(action="job.cancel", actor=actor, tenant=job.tenant, target=job, ip=ip)
     job_announce(job)
@@ -41,8 +43,17 @@ def job_rerun(*, job: Job, actor: str, ip: str | None = None) -> Job:
     """Staff: run a failed or canceled job again from the start (a fresh
     set of attempts, its uploads if retention has not removed them)."""
     rerun = Job.objects.filter(id=job.id, status__in=[Status.FAILED, Status.CANCELED]).update(
-        status=Status.QUEUED, stage="queued", progress=0, attempts=0, error_code="", error_message="",
-        enqueued_at=None, started_at=None, finished_at=None, heartbeat_at=None, dedup_of=None,
+        status=Status.QUEUED,
+        stage="queued",
+        progress=0,
+        attempts=0,
+        error_code="",
+        error_message="",
+        enqueued_at=None,
+        started_at=None,
+        finished_at=None,
+        heartbeat_at=None,
+        dedup_of=None,
     )
     job.refresh_from_db()
     if not rerun:

@@ -27,8 +27,16 @@ Status = Job.Status
 
 
 def job_submit_tts(
-    *, tenant: Tenant, api_key: ApiKey | None, params: TtsParams, metadata: dict[str, Any], actor: str, ip: str | None,
-    webhook: WebhookTarget | None = None, priority: str = Job.Priority.NORMAL, use_cache: bool = True,
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    params: TtsParams,
+    metadata: dict[str, Any],
+    actor: str,
+    ip: str | None,
+    webhook: WebhookTarget | None = None,
+    priority: str = Job.Priority.NORMAL,
+    use_cache: bool = True,
 ) -> Job:
     """Create a speech job. An identical finished request of the tenant is
     reused at once (``cache_hit``, no engine run, no quota seconds); an
@@ -40,15 +48,34 @@ def job_submit_tts(
     if params.instruct:
         inputs["instruct"] = params.instruct
     return _job_create(
-        tenant=tenant, api_key=api_key, kind=Job.Kind.TTS, engine=params.engine, inputs=inputs, voice=params.voice,
-        metadata=metadata, actor=actor, ip=ip, webhook=webhook, priority=priority, use_cache=use_cache,
+        tenant=tenant,
+        api_key=api_key,
+        kind=Job.Kind.TTS,
+        engine=params.engine,
+        inputs=inputs,
+        voice=params.voice,
+        metadata=metadata,
+        actor=actor,
+        ip=ip,
+        webhook=webhook,
+        priority=priority,
+        use_cache=use_cache,
     )
 
 
 def job_submit_talking_head(
-    *, tenant: Tenant, api_key: ApiKey | None, params: TalkingHeadParams, image: Any, audio: Any | None,
-    metadata: dict[str, Any], actor: str, ip: str | None, webhook: WebhookTarget | None = None,
-    priority: str = Job.Priority.NORMAL, use_cache: bool = True,
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    params: TalkingHeadParams,
+    image: Any,
+    audio: Any | None,
+    metadata: dict[str, Any],
+    actor: str,
+    ip: str | None,
+    webhook: WebhookTarget | None = None,
+    priority: str = Job.Priority.NORMAL,
+    use_cache: bool = True,
 ) -> Job:
     """Create a talking-head job from a portrait (an uploaded file) and either
     an audio file or the speech stage's parameters (text). The image is
@@ -72,9 +99,20 @@ def job_submit_talking_head(
     input_files = job_inputs_store(tenant_id=tenant.pk, job_id=job_id, files=files)
     try:
         job = _job_create(
-            tenant=tenant, api_key=api_key, kind=Job.Kind.TALKING_HEAD, engine=params.engine, inputs=inputs,
-            voice=speech.voice if speech is not None else None, metadata=metadata, actor=actor, ip=ip, webhook=webhook,
-            priority=priority, use_cache=use_cache, job_id=job_id, input_files=input_files,
+            tenant=tenant,
+            api_key=api_key,
+            kind=Job.Kind.TALKING_HEAD,
+            engine=params.engine,
+            inputs=inputs,
+            voice=speech.voice if speech is not None else None,
+            metadata=metadata,
+            actor=actor,
+            ip=ip,
+            webhook=webhook,
+            priority=priority,
+            use_cache=use_cache,
+            job_id=job_id,
+            input_files=input_files,
         )
     except BaseException:
         files_delete(input_files.values())
@@ -87,9 +125,21 @@ def job_submit_talking_head(
 
 
 def _job_create(
-    *, tenant: Tenant, api_key: ApiKey | None, kind: str, engine: str, inputs: dict[str, Any], voice: VoicePrompt | None,
-    metadata: dict[str, Any], actor: str, ip: str | None, webhook: WebhookTarget | None, priority: str, use_cache: bool,
-    job_id: Any = None, input_files: dict[str, str] | None = None,
+    *,
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    kind: str,
+    engine: str,
+    inputs: dict[str, Any],
+    voice: VoicePrompt | None,
+    metadata: dict[str, Any],
+    actor: str,
+    ip: str | None,
+    webhook: WebhookTarget | None,
+    priority: str,
+    use_cache: bool,
+    job_id: Any = None,
+    input_files: dict[str, str] | None = None,
 ) -> Job:
     webhook = webhook or WebhookTarget()
     limits = tenant_limits(tenant)
@@ -111,12 +161,29 @@ def _job_create(
         if reuse:
             copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
         job = Job.objects.create(
-            id=job_id or uuid.uuid4(), tenant=tenant, api_key=api_key, kind=kind, engine=engine, input=inputs, metadata=metadata,
-            voice=voice, priority=priority, webhook_url=webhook.url, webhook_events=webhook.events, dedup_key=key,
-            dedup_of=source, cache_hit=source is not None, input_files=input_files or {}, **copied,
+            id=job_id or uuid.uuid4(),
+            tenant=tenant,
+            api_key=api_key,
+            kind=kind,
+            engine=engine,
+            input=inputs,
+            metadata=metadata,
+            voice=voice,
+            priority=priority,
+            webhook_url=webhook.url,
+            webhook_events=webhook.events,
+            dedup_key=key,
+            dedup_of=source,
+            cache_hit=source is not None,
+            input_files=input_files or {},
+            **copied,
         )
         audit_record(
-            action="job.create", actor=actor, tenant=tenant, target=job, ip=ip,
+            action="job.create",
+            actor=actor,
+            tenant=tenant,
+            target=job,
+            ip=ip,
             metadata={"kind": job.kind, "engine": job.engine, "cache_hit": job.cache_hit},
         )
         if reuse:
@@ -134,14 +201,18 @@ def _check_quotas(*, tenant: Tenant, limits: TenantLimits) -> None:
     active = Job.objects.filter(tenant=tenant, status__in=Job.ACTIVE).count()
     if active >= limits.max_active_jobs:
         raise ApplicationError(
-            "too_many_active_jobs", f"The tenant has {active} queued or running jobs; the limit is {limits.max_active_jobs}.",
-            status=429, details={"active_jobs": active, "limit": limits.max_active_jobs},
+            "too_many_active_jobs",
+            f"The tenant has {active} queued or running jobs; the limit is {limits.max_active_jobs}.",
+            status=429,
+            details={"active_jobs": active, "limit": limits.max_active_jobs},
         )
     if limits.monthly_seconds_quota:
         usage = usage_get(tenant=tenant)
         used = usage.audio_seconds + usage.video_seconds
         if used >= limits.monthly_seconds_quota:
             raise ApplicationError(
-                "quota_exceeded", f"This month's {limits.monthly_seconds_quota} generated seconds are used up.",
-                status=402, details={"used_seconds": round(used, 3), "quota_seconds": limits.monthly_seconds_quota, "period": usage.period},
+                "quota_exceeded",
+                f"This month's {limits.monthly_seconds_quota} generated seconds are used up.",
+                status=402,
+                details={"used_seconds": round(used, 3), "quota_seconds": limits.monthly_seconds_quota, "period": usage.period},
             )

@@ -46,5 +46,5 @@ def test_admin_changes_are_audited_and_events_cannot_be_edited(admin_client, ten
     event = AuditEvent.objects.get(action="admin.change")
     assert event.actor.startswith("staff:") and event.target_id == str(tenant.pk) and "Max active jobs" in event.metadata["change"]
     assert admin_client.get(f"/admin/audit/auditevent/{event.pk}/delete/").status_code == 403
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="append-only"):
         event.save()

@@ -13,9 +13,18 @@ from config.asgi import application
 
 def _call(method: str, path: str, headers: list[tuple[bytes, bytes]] = (), body: bytes = b"") -> tuple[int, dict, bytes]:
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
     }
     messages: list[dict] = []
     pending = [{"type": "http.request", "body": body, "more_body": False}]
@@ -68,5 +77,5 @@ def test_event_stream_requests_with_a_body_are_refused():
 @pytest.mark.django_db(transaction=True)
 def test_head_on_an_event_stream_is_405(api):
     key = api.raw_key.encode()
-    status, _, body = _call("HEAD", "/v1/jobs/00000000-0000-0000-0000-000000000000/events", [(b"authorization", b"Bearer " + key)])
+    status, _, _body = _call("HEAD", "/v1/jobs/00000000-0000-0000-0000-000000000000/events", [(b"authorization", b"Bearer " + key)])
     assert status == 405

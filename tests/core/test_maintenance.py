@@ -33,7 +33,11 @@ def _run(name: str, *args: str) -> tuple[str, str]:
 def test_each_app_registers_its_steps_in_the_order_the_commands_ran_them():
     repair = maintenance.steps(maintenance.REPAIR)
     assert [step.name for step in repair] == [
-        "jobs.resend_unsent", "jobs.resend_abandoned", "jobs.stop_overdue", "webhooks.sweep", "voices.resend_stuck",
+        "jobs.resend_unsent",
+        "jobs.resend_abandoned",
+        "jobs.stop_overdue",
+        "webhooks.sweep",
+        "voices.resend_stuck",
     ]
     purge = maintenance.steps(maintenance.PURGE)
     assert [step.name for step in purge] == ["jobs.retention", "webhooks.deliveries", "core.idempotency_records"]
@@ -84,7 +88,7 @@ def test_the_jobs_repair_step_takes_the_new_name_of_resend_abandoned_when_it_exi
 
 
 def test_register_refuses_an_unknown_kind():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown maintenance kind"):
         maintenance.register(kind="reap", name="x", fn=lambda context: maintenance.Outcome(""))
 
 
@@ -98,7 +102,11 @@ def _old_delivery(tenant, settings):
     from webhooks.models import Delivery
 
     delivery = Delivery.objects.create(
-        tenant=tenant, url="https://example.com/hook", event_type="job.succeeded", payload={}, status=Delivery.Status.SUCCEEDED,
+        tenant=tenant,
+        url="https://example.com/hook",
+        event_type="job.succeeded",
+        payload={},
+        status=Delivery.Status.SUCCEEDED,
         next_attempt_at=timezone.now(),
     )
     old = timezone.now() - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS + 1)

@@ -27,12 +27,18 @@ def test_restarts_a_child_that_dies_and_stops_all_children():
 
 
 def test_a_child_that_keeps_dying_at_start_is_a_crash_loop():
-    supervisor = Supervisor(specs=[ProcessSpec("bad", [sys.executable, "-c", "raise SystemExit(3)"])], log=lambda _: None, max_fast_failures=3)
+    supervisor = Supervisor(
+        specs=[ProcessSpec("bad", [sys.executable, "-c", "raise SystemExit(3)"])], log=lambda _: None, max_fast_failures=3
+    )
     supervisor.start()
-    with pytest.raises(CrashLoop, match="bad exited 3 times"):
+
+    def until_it_gives_up() -> None:
         for _ in range(10):
             supervisor.children["bad"].process.wait()
             supervisor.poll()
+
+    with pytest.raises(CrashLoop, match="bad exited 3 times"):
+        until_it_gives_up()
     supervisor.stop()
 
 

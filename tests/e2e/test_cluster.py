@@ -147,19 +147,23 @@ def test_burst_survives_a_killed_web_instance_and_worker(cluster, runs_dir):
     submits = [line for line in cluster.access_log() if line.get("RequestPath") == "/v1/tts"]
     by_instance = Counter(line.get("ServiceURL") for line in submits if line.get("DownstreamStatus") == 202)
     assert set(by_instance) == set(cluster.instances) and min(by_instance.values()) >= BURST // 10, by_instance
-    assert all(re.fullmatch(r"[0-9a-f]{32}", line.get("downstream_X-Request-Id", "")) for line in submits
-               if line.get("DownstreamStatus") == 202)
+    assert all(
+        re.fullmatch(r"[0-9a-f]{32}", line.get("downstream_X-Request-Id", "")) for line in submits if line.get("DownstreamStatus") == 202
+    )
     assert all("request_Authorization" not in line for line in cluster.access_log())  # keys never logged
-    print(f"\ncluster burst: {BURST} accepted in {burst_s:.1f} s, all succeeded {drained_s:.1f} s after the start; "
-          f"{retried} jobs re-run after the worker kill ({len(lost)} killed mid-run); submits per instance {dict(by_instance)}; "
-          f"client retries {sum(len(s) - 1 for _, _, s in accepted)} ({Counter(c for _, _, s in accepted for c in s[:-1])}); "
-          f"jobs the clients never saw {orphaned}")
+    print(
+        f"\ncluster burst: {BURST} accepted in {burst_s:.1f} s, all succeeded {drained_s:.1f} s after the start; "
+        f"{retried} jobs re-run after the worker kill ({len(lost)} killed mid-run); submits per instance {dict(by_instance)}; "
+        f"client retries {sum(len(s) - 1 for _, _, s in accepted)} ({Counter(c for _, _, s in accepted for c in s[:-1])}); "
+        f"jobs the clients never saw {orphaned}"
+    )
 
 
 def test_request_id_passes_through_traefik(cluster):
     sent = f"trace-{uuid.uuid4().hex[:12]}"
-    response = requests.get(f"{cluster.url}/v1/jobs", headers={"Authorization": f"Bearer {cluster.api_key}", "X-Request-ID": sent},
-                            timeout=10)
+    response = requests.get(
+        f"{cluster.url}/v1/jobs", headers={"Authorization": f"Bearer {cluster.api_key}", "X-Request-ID": sent}, timeout=10
+    )
     assert response.status_code == 200 and response.headers["X-Request-ID"] == sent
     missing = requests.get(f"{cluster.url}/v1/jobs/{uuid.uuid4()}", headers={"Authorization": f"Bearer {cluster.api_key}"}, timeout=10)
     generated = missing.headers["X-Request-ID"]
@@ -188,8 +192,12 @@ def test_edge_rate_limit_answers_the_api_error_shape(live_server, tmp_path, redi
     (dynamic / "middlewares.yml").write_text(json.dumps(middlewares))
     (dynamic / "routes.yml").write_text(json.dumps(routes_config([live_server.url], health_interval_s=0.5)))
     port, ping_port = free_port(), free_port()
-    process = subprocess.Popen(traefik_argv(host="127.0.0.1", port=port, ping_port=ping_port, dynamic_dir=dynamic, log_dir=tmp_path),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        traefik_argv(host="127.0.0.1", port=port, ping_port=ping_port, dynamic_dir=dynamic, log_dir=tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while http_status(f"http://127.0.0.1:{ping_port}/ping") != 200 or not _routes(port):

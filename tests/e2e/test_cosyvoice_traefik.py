@@ -74,8 +74,9 @@ def test_every_job_succeeds_when_an_instance_dies_mid_run(api, stub_broker, tmp_
         voice = _upload(api, _audio_file(tmp_path, padded(speech("en+f3"))), transcript="Please call Stella.").json()
         assert voice["status"] == "ready"
         job_ids = [
-            api.post("/v1/tts", {"text": f"Job {i}. {text}", "voice_id": voice["id"], "engine": "cosyvoice", "cache": False},
-                     format="json").json()["id"]
+            api.post(
+                "/v1/tts", {"text": f"Job {i}. {text}", "voice_id": voice["id"], "engine": "cosyvoice", "cache": False}, format="json"
+            ).json()["id"]
             for i in range(12)
         ]
         deadline = time.monotonic() + 30

@@ -65,10 +65,23 @@ S = Job.Status
 # (loaded a few seconds after seeding) sees the same buckets.
 SEEDS = [
     # Speech, succeeded, spread over the hour
-    *(Seed(tenant, T, S.SUCCEEDED, ago, wait_s=2 + i, run_s=6 + i) for i, (tenant, ago) in enumerate([
-        ("acme-audio", 1.5), ("acme-audio", 2.5), ("globex", 3.5), ("acme-audio", 12), ("globex", 18),
-        ("initech", 25), ("acme-audio", 33), ("umbrella", 41), ("acme-audio", 47), ("globex", 52),
-    ])),
+    *(
+        Seed(tenant, T, S.SUCCEEDED, ago, wait_s=2 + i, run_s=6 + i)
+        for i, (tenant, ago) in enumerate(
+            [
+                ("acme-audio", 1.5),
+                ("acme-audio", 2.5),
+                ("globex", 3.5),
+                ("acme-audio", 12),
+                ("globex", 18),
+                ("initech", 25),
+                ("acme-audio", 33),
+                ("umbrella", 41),
+                ("acme-audio", 47),
+                ("globex", 52),
+            ]
+        )
+    ),
     # Talking head, succeeded: slower to start and to run
     Seed("initech", TH, S.SUCCEEDED, 4.0, wait_s=12, run_s=40),
     Seed("globex", TH, S.SUCCEEDED, 22, wait_s=20, run_s=55),
@@ -108,10 +121,20 @@ def seed_jobs(seeds: list[Seed] = SEEDS, *, extra_tenants: dict[str, Tenant] | N
         elif started is not None and seed.run_s is not None:
             finished = started + timedelta(seconds=seed.run_s)
         Job.objects.create(
-            tenant=tenants[seed.tenant], kind=seed.kind, status=seed.status, engine="espeak", input={"text": "hello"},
-            created_at=created, enqueued_at=created, started_at=started, finished_at=finished,
-            error_code=seed.error_code, error_message="seeded" if seed.error_code else "", cache_hit=seed.cache_hit,
-            result_duration_s=3.0 if seed.status == S.SUCCEEDED else None, progress=100 if finished else 0,
+            tenant=tenants[seed.tenant],
+            kind=seed.kind,
+            status=seed.status,
+            engine="espeak",
+            input={"text": "hello"},
+            created_at=created,
+            enqueued_at=created,
+            started_at=started,
+            finished_at=finished,
+            error_code=seed.error_code,
+            error_message="seeded" if seed.error_code else "",
+            cache_hit=seed.cache_hit,
+            result_duration_s=3.0 if seed.status == S.SUCCEEDED else None,
+            progress=100 if finished else 0,
         )
     return tenants
 
@@ -295,7 +318,12 @@ def test_dashboard_shows_seeded_numbers_refreshes_and_draws_every_chart(live_ser
         wait_ready(page)
 
         assert page.title().startswith("Operations dashboard")
-        assert page.locator(".breadcrumbs").text_content().split() == ["Home", "›", "Operations", "dashboard"]
+        assert page.locator(".breadcrumbs").text_content().split() == [
+            "Home",
+            "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK}",
+            "Operations",
+            "dashboard",
+        ]
         assert page.get_attribute(ROOT, "data-refresh-s") == "1"
         assert tile_text(page, "jobs-per-min") == expected["jobs-per-min"]
         assert tile_text(page, "jobs-per-min", ".ops-tile-sub") == expected["jobs-per-min-sub"]
@@ -343,8 +371,16 @@ def test_dashboard_shows_seeded_numbers_refreshes_and_draws_every_chart(live_ser
         page.wait_for_function("() => Chart.getChart(document.querySelector('[data-chart=throughput] canvas')).data.labels.length === 15")
         assert tile_text(page, "refreshed", ".ops-tile-sub") == "charts cover the last 15 min"
 
-        phone = browser.new_page(viewport=PHONE_VIEWPORT, device_scale_factor=2, is_mobile=True, has_touch=True,
-                                 storage_state=page.context.storage_state(), locale="en-US", timezone_id="UTC", reduced_motion="reduce")
+        phone = browser.new_page(
+            viewport=PHONE_VIEWPORT,
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+            storage_state=page.context.storage_state(),
+            locale="en-US",
+            timezone_id="UTC",
+            reduced_motion="reduce",
+        )
         phone.goto(base + reverse("staff-dashboard"))
         wait_ready(phone)
         assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"], "horizontal scrolling on a phone"

@@ -119,7 +119,9 @@ def test_a_worker_killed_mid_job_finishes_the_job_once(tmp_path):
 
         running = stack.wait_until(
             lambda: (body := stack.job(job_id))["status"] == "running" and body["progress"] > 0 and body,
-            timeout=30, what="the job to run", interval=0.05,
+            timeout=30,
+            what="the job to run",
+            interval=0.05,
         )
         assert running["attempts"] == 1
         killed_pid = stack.kill_child("worker")
@@ -186,8 +188,10 @@ def test_b_redis_killed_during_a_burst_loses_no_accepted_job(tmp_path):
     re-sends what Redis lost; every accepted job succeeds."""
     total, clients, kill_after = 1000, 12, 300
     stack = Stack(
-        tmp_path, worker_threads=4,
-        extra_env={**UNLIMITED, "JOB_RESEND_QUEUED_AFTER_S": "5", "LOG_LEVEL": "WARNING"}, log_children=True,
+        tmp_path,
+        worker_threads=4,
+        extra_env={**UNLIMITED, "JOB_RESEND_QUEUED_AFTER_S": "5", "LOG_LEVEL": "WARNING"},
+        log_children=True,
     )
     try:
         stack.start()
@@ -326,7 +330,8 @@ def test_c_postgres_stopped_for_10_s_answers_503_and_recovers(tmp_path):
             probes = {
                 "job": lambda: session.get(f"{stack.base_url}/v1/jobs/{before[-1]}", timeout=15),
                 "submit": lambda: session.post(
-                    f"{stack.base_url}/v1/tts", json={"text": "Submitted while the database is down.", "engine": "tone", "cache": False},
+                    f"{stack.base_url}/v1/tts",
+                    json={"text": "Submitted while the database is down.", "engine": "tone", "cache": False},
                     timeout=15,
                 ),
                 "readyz": lambda: requests.get(f"{stack.base_url}/readyz", timeout=15),
@@ -369,7 +374,9 @@ def test_c_postgres_stopped_for_10_s_answers_503_and_recovers(tmp_path):
             ready_back = time.monotonic() - restarted_at
             submitted = stack.wait_until(back("submit", 202), timeout=30, what="POST /v1/tts to answer 202", interval=0.05)
             submit_back = time.monotonic() - restarted_at
-            print(f"(c) after Postgres started again: GET job 200 in {job_back:.2f} s, readyz 200 in {ready_back:.2f} s, POST 202 in {submit_back:.2f} s")
+            print(
+                f"(c) after Postgres started again: GET job 200 in {job_back:.2f} s, readyz 200 in {ready_back:.2f} s, POST 202 in {submit_back:.2f} s"
+            )
             assert first.json()["id"] == before[-1]
 
             after = [submitted.json()["id"]]
@@ -378,12 +385,17 @@ def test_c_postgres_stopped_for_10_s_answers_503_and_recovers(tmp_path):
                 assert response.status_code == 202, response.text
                 after.append(response.json()["id"])
             try:
-                jobs, drain_s = _wait_all_terminal(stack, set(before + after), timeout=120, what="after the Postgres outage")
+                jobs, _drain_s = _wait_all_terminal(stack, set(before + after), timeout=120, what="after the Postgres outage")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\nreaper: {reaps[-5:]}\n{_logs_tail(stack)}") from None
         print(f"(c) all {len(before) + len(after)} accepted jobs terminal {time.monotonic() - restarted_at:.1f} s after Postgres came back")
-        outcome = {job_id: (jobs[job_id]["status"], jobs[job_id]["attempts"], (jobs[job_id]["error"] or {}).get("code")) for job_id in before + after}
-        print(f"(c) outcome: {dict(Counter(status for status, _, _ in outcome.values()))}; attempts: {dict(Counter(a for _, a, _ in outcome.values()))}")
+        outcome = {
+            job_id: (jobs[job_id]["status"], jobs[job_id]["attempts"], (jobs[job_id]["error"] or {}).get("code"))
+            for job_id in before + after
+        }
+        print(
+            f"(c) outcome: {dict(Counter(status for status, _, _ in outcome.values()))}; attempts: {dict(Counter(a for _, a, _ in outcome.values()))}"
+        )
         failed_runs = [line for line in reaps if line.startswith("error")]
         acted = [line.split("; stopped")[0] for line in reaps if not line.startswith(("error", "resent 0 unsent job(s); requeued 0 "))]
         print(f"(c) reaper: {len(reaps)} runs, {len(failed_runs)} failed while the database was down; those that acted: {acted}")

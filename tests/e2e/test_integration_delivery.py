@@ -23,7 +23,8 @@ SLOW_TEXT = " ".join(f"Sentence number {i} of a slow job." for i in range(40))
 def stack(tmp_path_factory):
     # One web process: if streams held workers, submissions would starve.
     running = Stack(
-        tmp_path_factory.mktemp("stack"), web_workers=1,
+        tmp_path_factory.mktemp("stack"),
+        web_workers=1,
         extra_env={"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "WEBHOOK_RETRY_SCHEDULE_S": "0.1,0.2"},
     ).start()
     yield running
@@ -49,8 +50,10 @@ def _frames(response: requests.Response, stop_after: int | None = None) -> list[
 
 def _open_stream(stack: Stack, job_id: str, **headers) -> requests.Response:
     response = requests.get(
-        f"{stack.base_url}/v1/jobs/{job_id}/events", headers={**stack.headers(), "Accept": "text/event-stream", **headers},
-        stream=True, timeout=60,
+        f"{stack.base_url}/v1/jobs/{job_id}/events",
+        headers={**stack.headers(), "Accept": "text/event-stream", **headers},
+        stream=True,
+        timeout=60,
     )
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -100,8 +103,10 @@ def test_hundreds_of_open_streams_do_not_block_submissions(stack):
 def test_signed_webhooks_reach_a_real_receiver(stack):
     with Receiver() as receiver:
         created = requests.post(
-            f"{stack.base_url}/v1/webhook-endpoints", json={"url": receiver.url, "event_types": ["job.started", "job.succeeded"]},
-            headers=stack.headers(), timeout=10,
+            f"{stack.base_url}/v1/webhook-endpoints",
+            json={"url": receiver.url, "event_types": ["job.started", "job.succeeded"]},
+            headers=stack.headers(),
+            timeout=10,
         )
         assert created.status_code == 201, created.text
         secret = created.json()["secret"]

@@ -22,7 +22,7 @@ def stack(tmp_path_factory):
     running.stop()
 
 
-@pytest.mark.parametrize("fmt,content_type", [("wav", "audio/wav"), ("mp3", "audio/mpeg")])
+@pytest.mark.parametrize(("fmt", "content_type"), [("wav", "audio/wav"), ("mp3", "audio/mpeg")])
 def test_job_goes_from_post_to_a_downloadable_result(stack, tmp_path, fmt, content_type):
     response = stack.submit(text="Real speech from a real worker. Two sentences.", format=fmt)
     assert response.status_code == 202, response.text

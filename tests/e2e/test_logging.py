@@ -21,7 +21,8 @@ def test_web_and_worker_processes_write_only_json_lines_with_request_and_job_ids
         assert stack.wait_terminal(job_id)["status"] == "succeeded"
         missing = requests.get(
             f"{stack.base_url}/v1/jobs/00000000-0000-4000-8000-000000000000",
-            headers={**stack.headers(), "X-Request-ID": "trace-me-42"}, timeout=10,
+            headers={**stack.headers(), "X-Request-ID": "trace-me-42"},
+            timeout=10,
         )
         assert missing.status_code == 404 and missing.headers["X-Request-ID"] == "trace-me-42"
     finally:

@@ -88,7 +88,8 @@ def newest_card(page, *, after: set[str] = frozenset()) -> str:
     handle = page.wait_for_function(
         """(known) => { const card = document.querySelector('#pg-results-list .pg-result');
                         return card && !known.includes(card.dataset.jobId) && card.dataset.jobId; }""",
-        arg=sorted(after), timeout=STEP_TIMEOUT_MS,
+        arg=sorted(after),
+        timeout=STEP_TIMEOUT_MS,
     )
     return handle.json_value()
 
@@ -127,7 +128,8 @@ def media_duration(page, job_id: str, tag: str) -> float:
     handle = page.wait_for_function(
         """([selector, tag]) => { const media = document.querySelector(`${selector} .pg-player ${tag}`);
              return media && media.readyState >= 1 && Number.isFinite(media.duration) && media.duration > 0 && media.duration; }""",
-        arg=[card(job_id), tag], timeout=STEP_TIMEOUT_MS,
+        arg=[card(job_id), tag],
+        timeout=STEP_TIMEOUT_MS,
     )
     return handle.json_value()
 
@@ -209,8 +211,9 @@ def test_paste_a_key_upload_a_voice_make_speech_and_a_talking_head(stack, inputs
         # Play it: the browser decodes the blob the page fetched with the key.
         page.evaluate(f"document.querySelector('{card(speech_id)} audio').play()")
         # (a function, not an expression: the page's CSP forbids eval)
-        page.wait_for_function("selector => document.querySelector(selector).currentTime > 0.2", arg=f"{card(speech_id)} audio",
-                               timeout=STEP_TIMEOUT_MS)
+        page.wait_for_function(
+            "selector => document.querySelector(selector).currentTime > 0.2", arg=f"{card(speech_id)} audio", timeout=STEP_TIMEOUT_MS
+        )
         page.evaluate(f"document.querySelector('{card(speech_id)} audio').pause()")
 
         # Download from the card: a WAV file with a sensible name.
@@ -245,7 +248,7 @@ def test_paste_a_key_upload_a_voice_make_speech_and_a_talking_head(stack, inputs
         assert job["input"]["fps"] == 12 and job["result"]["width"] == 512
         assert abs(duration - job["result"]["duration_s"]) < 0.2
         assert page.evaluate(f"document.querySelector('{card(video_id)} video').videoWidth") == 512
-        assert "512 × 512, 12 fps" in page.text_content(f"{card(video_id)} .pg-facts")
+        assert "512 \N{MULTIPLICATION SIGN} 512, 12 fps" in page.text_content(f"{card(video_id)} .pg-facts")
         browser.screenshot("playground-04-video")
 
         # The job list shows both, live; download the video from it.
@@ -302,12 +305,21 @@ def test_cancel_a_queued_job(stack):
     key = stack.other_api_key
     # 20 chunks of 5 s (4,400 characters): it runs until the test cancels it.
     sentence = "This sentence is long enough to be its own chunk for the stuck engine, " * 3
-    blocker = requests.post(f"{stack.base_url}/v1/tts", json={"text": ". ".join([sentence.strip()] * 20) + ".", "engine": "stuck"},
-                            headers=stack.headers(key), timeout=10)
+    blocker = requests.post(
+        f"{stack.base_url}/v1/tts",
+        json={"text": ". ".join([sentence.strip()] * 20) + ".", "engine": "stuck"},
+        headers=stack.headers(key),
+        timeout=10,
+    )
     assert blocker.status_code == 202, blocker.text
     blocker_id = blocker.json()["id"]
-    stack.wait_until(lambda: requests.get(f"{stack.base_url}/v1/jobs/{blocker_id}", headers=stack.headers(key), timeout=10)
-                     .json()["status"] == "running", timeout=60, what="the blocking job to run")
+    stack.wait_until(
+        lambda: (
+            requests.get(f"{stack.base_url}/v1/jobs/{blocker_id}", headers=stack.headers(key), timeout=10).json()["status"] == "running"
+        ),
+        timeout=60,
+        what="the blocking job to run",
+    )
 
     with chromium_session(name="playground-cancel", reduced_motion="reduce") as browser:
         page = browser.page
@@ -361,8 +373,13 @@ def test_cancel_a_queued_job(stack):
         page.wait_for_selector(f'{row(blocker_id)}[data-status="canceled"]', timeout=STEP_TIMEOUT_MS)
         assert browser.errors == []
         assert browser.dialogs == []
-    stack.wait_until(lambda: requests.get(f"{stack.base_url}/v1/jobs/{blocker_id}", headers=stack.headers(key), timeout=10)
-                     .json()["status"] == "canceled", timeout=30, what="the blocker to stop")
+    stack.wait_until(
+        lambda: (
+            requests.get(f"{stack.base_url}/v1/jobs/{blocker_id}", headers=stack.headers(key), timeout=10).json()["status"] == "canceled"
+        ),
+        timeout=30,
+        what="the blocker to stop",
+    )
 
 
 def test_live_progress_resumes_after_a_dropped_stream(stack):
@@ -379,8 +396,11 @@ def test_live_progress_resumes_after_a_dropped_stream(stack):
             return
         job_id = route.request.url.rsplit("/", 2)[-2]
         frame = {"id": job_id, "status": "queued", "progress": 0, "stage": "queued"}
-        route.fulfill(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-                      body=f"retry: 200\n\nid: 0-0\nevent: status\ndata: {json.dumps(frame)}\n\n")
+        route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            body=f"retry: 200\n\nid: 0-0\nevent: status\ndata: {json.dumps(frame)}\n\n",
+        )
 
     with chromium_session(name="playground-resume", reduced_motion="reduce") as browser:
         page = browser.page
@@ -408,7 +428,7 @@ def test_api_errors_show_code_and_message_as_text(stack, inputs):
         # A wrong key: 401 with its code, message and request id; nothing kept.
         page.fill("#pg-key", "wrongpre.fix-and-secret")
         page.click("#pg-key-use")
-        page.wait_for_selector('#pg-key-error:not([hidden])', timeout=STEP_TIMEOUT_MS)
+        page.wait_for_selector("#pg-key-error:not([hidden])", timeout=STEP_TIMEOUT_MS)
         assert page.text_content("#pg-key-error .pg-error-code") == "invalid_api_key"
         assert page.text_content("#pg-key-error .pg-error-message") == "Invalid, revoked or expired API key."
         assert re.fullmatch(r"HTTP 401 · request id [0-9a-f]{32}", page.text_content("#pg-key-error .pg-error-meta"))
@@ -423,7 +443,7 @@ def test_api_errors_show_code_and_message_as_text(stack, inputs):
         # A request the API refuses: the field errors are listed.
         page.fill("#pg-tts-text", "")
         page.click("#pg-tts-submit")
-        page.wait_for_selector('#pg-tts-error:not([hidden])', timeout=STEP_TIMEOUT_MS)
+        page.wait_for_selector("#pg-tts-error:not([hidden])", timeout=STEP_TIMEOUT_MS)
         assert page.text_content("#pg-tts-error .pg-error-code") == "validation_error"
         assert page.text_content("#pg-tts-error .pg-error-fields") == "text: This field may not be blank."
         assert "HTTP 400" in page.text_content("#pg-tts-error .pg-error-meta")
@@ -453,15 +473,19 @@ def test_api_errors_show_code_and_message_as_text(stack, inputs):
         page.wait_for_selector("#pg-jobs-error", state="hidden", timeout=STEP_TIMEOUT_MS)
 
         # Text from the API is never HTML: a job's text, and an error message.
-        submitted = requests.post(f"{stack.base_url}/v1/tts", json={"text": XSS_TEXT, "language": "de", "metadata": {"note": "x"}},
-                                  headers=stack.headers(), timeout=10)
+        submitted = requests.post(
+            f"{stack.base_url}/v1/tts",
+            json={"text": XSS_TEXT, "language": "de", "metadata": {"note": "x"}},
+            headers=stack.headers(),
+            timeout=10,
+        )
         assert submitted.status_code == 202
         page.wait_for_selector(row(submitted.json()["id"]), timeout=STEP_TIMEOUT_MS)
         assert page.text_content(f"{row(submitted.json()['id'])} .pg-job-summary") == f"“{XSS_TEXT}”"
         evil = {"error": {"code": "<i>odd</i>", "message": '<img src=z onerror="window.__xss=4">', "details": {}, "request_id": "r1"}}
         page.route(re.compile(r"/v1/usage$"), lambda route: route.fulfill(status=403, json=evil))
         page.click("#pg-key-use")
-        page.wait_for_selector('#pg-key-error:not([hidden])', timeout=STEP_TIMEOUT_MS)
+        page.wait_for_selector("#pg-key-error:not([hidden])", timeout=STEP_TIMEOUT_MS)
         assert page.text_content("#pg-key-error .pg-error-code") == "<i>odd</i>"
         assert page.text_content("#pg-key-error .pg-error-message") == evil["error"]["message"]
         assert page.locator("#playground img[src=z], #playground img[src=y], #playground i").count() == 0

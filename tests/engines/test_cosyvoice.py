@@ -25,7 +25,9 @@ def server():
 def voice(tmp_path):
     audio = speech("en+f3")
     return VoiceReference(
-        audio_path=encode(audio, tmp_path / "prompt.wav"), transcript="Please call Stella.", language="en",
+        audio_path=encode(audio, tmp_path / "prompt.wav"),
+        transcript="Please call Stella.",
+        language="en",
         embedding=tuple(speaker.embed(audio)),
     )
 

@@ -124,7 +124,12 @@ def test_the_prompt_carries_the_parameters_and_the_decoded_duration(rendered):
     assert predata["duration"] == pytest.approx(rendered.audio.size / rendered.rate + 2 / FPS, abs=0.001)
     assert prompt["6"]["class_type"] == "SONICSampler"
     assert prompt["6"]["inputs"] | {"model": None, "data_dict": None} == {
-        "model": None, "data_dict": None, "seed": 7, "inference_steps": 12, "dynamic_scale": 1.2, "fps": 25.0,
+        "model": None,
+        "data_dict": None,
+        "seed": 7,
+        "inference_steps": 12,
+        "dynamic_scale": 1.2,
+        "fps": 25.0,
     }
     assert prompt["4"]["inputs"]["sonic_unet"] == "unet.pth" and prompt["4"]["inputs"]["dtype"] == "fp16"
     assert prompt["3"]["inputs"]["ckpt_name"] == "svd_xt_1_1.safetensors"
@@ -189,9 +194,8 @@ def test_a_frame_rate_sonic_cannot_render_is_refused_before_any_upload(media, tm
 
 @pytest.mark.integration  # a fake ComfyUI server
 def test_out_of_memory_on_the_server_is_reported_as_such(media, tmp_path):
-    with ComfyUIStub(oom_above=512) as server:
-        with pytest.raises(EngineOutOfMemory, match="CUDA out of memory") as caught:
-            _engine(server.url).run(_request(media, resolution=768), Recorder(), tmp_path)
+    with ComfyUIStub(oom_above=512) as server, pytest.raises(EngineOutOfMemory, match="CUDA out of memory") as caught:
+        _engine(server.url).run(_request(media, resolution=768), Recorder(), tmp_path)
     assert caught.value.code == "out_of_memory" and "SONICSampler" in caught.value.message
 
 
@@ -225,8 +229,9 @@ def test_a_dead_instance_fails_over_to_the_next(media, tmp_path):
         engine = _engine(dead, server.url)
         first = engine.run(_request(media), Recorder(), tmp_path)  # tries the dead one first
         second = engine.run(_request(media), Recorder(), tmp_path)  # starts at the live one: its loaders are cached
-        cached = [data["nodes"] for entry in server.history.values() for event, data in entry["status"]["messages"]
-                  if event == "execution_cached"]
+        cached = [
+            data["nodes"] for entry in server.history.values() for event, data in entry["status"]["messages"] if event == "execution_cached"
+        ]
     assert first.info["server"] == second.info["server"] == server.url
     assert first.frames == second.frames > 0 and first.path != second.path
     assert cached == [[], ["3", "4"]]

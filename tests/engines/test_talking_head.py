@@ -26,7 +26,7 @@ SILENCE = np.zeros(RATE // 2, np.float32)
 def _speech_with_pauses() -> np.ndarray:
     """Speech, a pause, more speech: 0.5 s silence at both ends and between."""
     words = speech("piper")
-    return np.concatenate([SILENCE, words[: 3 * RATE], SILENCE, SILENCE, words[3 * RATE: 5 * RATE], SILENCE])
+    return np.concatenate([SILENCE, words[: 3 * RATE], SILENCE, SILENCE, words[3 * RATE : 5 * RATE], SILENCE])
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_lip_sync_correction_closes_the_mouth_in_pauses_that_smoothing_blurs():
     # Frames whose whole analysis window lies in a pause: one frame in from each edge.
     pause = np.zeros(frames, bool)
     for start, end in ((0.0, 0.6), (1.0, 1.6), (2.0, 2.6)):
-        pause[round(start * 25) + 1: round(end * 25) - 1] = True
+        pause[round(start * 25) + 1 : round(end * 25) - 1] = True
     assert corrected.silent[pause].all() and not corrected.silent[~pause].all()
     assert corrected.open[pause].max() == 0 < blurred.open[pause].max()
 
@@ -211,8 +211,9 @@ def test_a_cancel_stops_the_render_at_the_next_block_of_frames(engine, tmp_path)
         if seen.count("rendering") == 2:  # the job was canceled meanwhile
             raise Canceled("job")
 
-    request = TalkingHeadRequest(image_path=image, audio_path=encode(_speech_with_pauses(), tmp_path / "a.wav"),
-                                 face=check_portrait(image).face)
+    request = TalkingHeadRequest(
+        image_path=image, audio_path=encode(_speech_with_pauses(), tmp_path / "a.wav"), face=check_portrait(image).face
+    )
     with pytest.raises(Canceled):
         engine.run(request, progress, tmp_path)
     assert "encoding" not in seen

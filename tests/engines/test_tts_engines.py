@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import wave
 
 import numpy as np
@@ -43,10 +44,12 @@ def test_piper_speaks_english_at_its_native_rate(tmp_path):
     _assert_speech(audio, rate, 2.5, 8.0)
     assert result.duration_s == pytest.approx(len(audio) / rate, abs=0.01)
     assert [stage for _, stage in events][-1] == "encoding"
-    assert all(a <= b for (a, _), (b, _) in zip(events, events[1:]))  # progress only grows
+    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(events))  # progress only grows
 
 
-@pytest.mark.parametrize("language,text", [("cmn", "你好，世界。今天天气很好。"), ("yue", "你好，今日天氣好好。"), ("de", "Guten Morgen, wie geht es dir?")])
+@pytest.mark.parametrize(
+    ("language", "text"), [("cmn", "你好，世界。今天天气很好。"), ("yue", "你好，今日天氣好好。"), ("de", "Guten Morgen, wie geht es dir?")]
+)
 def test_espeak_speaks_other_languages(tmp_path, language, text):
     result, _ = _run("espeak", tmp_path, text=text, language=language, format="ogg")
     audio, rate = decode_audio(result.path)

@@ -27,9 +27,7 @@ def test_every_upload_format_decodes_to_16k_mono_of_the_right_length(tmp_path, f
     assert decoded.samples.dtype == np.float32
     # The same speech: the loudness envelopes line up (after AAC's priming delay, at most 0.2 s).
     original, back = _envelope(audio), _envelope(decoded.samples)
-    best = max(
-        np.corrcoef(original[: min(original.size, back.size - lag)], back[lag: lag + original.size])[0, 1] for lag in range(0, 11)
-    )
+    best = max(np.corrcoef(original[: min(original.size, back.size - lag)], back[lag : lag + original.size])[0, 1] for lag in range(11))
     assert best > 0.9
 
 
@@ -40,13 +38,17 @@ def _envelope(audio: np.ndarray, hop: int = 320) -> np.ndarray:
 
 def _wav_header(data_size: int, rate: int = 16000) -> bytes:
     return (
-        b"RIFF" + struct.pack("<I", min(36 + data_size, 0xFFFFFFFF)) + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", data_size)
+        b"RIFF"
+        + struct.pack("<I", min(36 + data_size, 0xFFFFFFFF))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_size)
     )
 
 
 @pytest.mark.parametrize(
-    "name, content",
+    ("name", "content"),
     [
         ("empty", b""),
         ("text", b"this is not audio at all, just text pretending to be a .wav file\n" * 10),
@@ -106,7 +108,7 @@ def test_clean_speech_is_trimmed_normalized_and_scored_without_warnings():
 
 
 @pytest.mark.parametrize(
-    "damage, warning",
+    ("damage", "warning"),
     [
         (lambda x: x + np.random.default_rng(0).normal(0, 0.05, x.size).astype(np.float32), "noisy"),
         (lambda x: np.clip(x * 8, -1, 1), "clipping"),
@@ -122,7 +124,7 @@ def test_quality_problems_are_named_and_lower_the_score(damage, warning):
 
 
 @pytest.mark.parametrize(
-    "audio, code",
+    ("audio", "code"),
     [
         (np.zeros(10 * RATE, np.float32), "no_speech"),
         (np.random.default_rng(2).normal(0, 0.001, 10 * RATE).astype(np.float32), "no_speech"),

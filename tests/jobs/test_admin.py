@@ -4,6 +4,7 @@ tenants (limits, usage), API keys (shown once, revoke), escaping of user text.""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -51,7 +52,9 @@ def test_jobs_filter_by_status_kind_engine_tenant_and_search_by_id_or_metadata(a
     assert _listed(_changelist(admin_client, q=waiting)) == {waiting}  # the id, with hyphens
     assert _listed(_changelist(admin_client, q=waiting.replace("-", "").upper())) == {waiting}
     assert _listed(_changelist(admin_client, q="b-2002")) == {waiting}  # metadata text
-    assert _listed(_changelist(admin_client, **{"created_at__gte": "2000-01-01 00:00:00+00:00", "created_at__lt": "2000-01-02 00:00:00+00:00"})) == set()
+    assert (
+        _listed(_changelist(admin_client, created_at__gte="2000-01-01 00:00:00+00:00", created_at__lt="2000-01-02 00:00:00+00:00")) == set()
+    )
     page = _changelist(admin_client)
     assert '<progress class="mynah-progress mynah-succeeded" max="100" value="100"' in page
     assert '<progress class="mynah-progress mynah-queued" max="100" value="0"' in page
@@ -69,7 +72,7 @@ def test_the_job_page_plays_the_result_and_shows_input_and_error_escaped(admin_c
     assert audio.status_code == 200 and audio["Content-Type"] == "audio/wav"
     path = default_storage.path(Job.objects.get(id=job_id).result_key)
     samples, rate = decode_audio(path)
-    assert b"".join(audio.streaming_content) == open(path, "rb").read() and len(samples) / rate > 0.2
+    assert b"".join(audio.streaming_content) == Path(path).read_bytes() and len(samples) / rate > 0.2
 
 
 def test_a_video_result_gets_a_video_player(admin_client, tenant):
@@ -169,8 +172,14 @@ def test_user_text_is_escaped_on_every_changelist(admin_client, tenant, api, stu
     job_id = _submit(api, "Escaped.")
     Job.objects.filter(id=job_id).update(status="failed", error_code="engine_error", error_message=XSS)
     voice = VoicePrompt.objects.create(tenant=tenant, name=XSS, transcript=XSS, upload_key="", upload_size_bytes=1)
-    urls = ("/admin/tenants/tenant/", "/admin/jobs/job/", f"/admin/jobs/job/{job_id}/change/", "/admin/audit/auditevent/",
-            "/admin/voices/voiceprompt/", f"/admin/voices/voiceprompt/{voice.id}/change/")
+    urls = (
+        "/admin/tenants/tenant/",
+        "/admin/jobs/job/",
+        f"/admin/jobs/job/{job_id}/change/",
+        "/admin/audit/auditevent/",
+        "/admin/voices/voiceprompt/",
+        f"/admin/voices/voiceprompt/{voice.id}/change/",
+    )
     for url in urls:
         response = admin_client.get(url)
         assert response.status_code == 200, url

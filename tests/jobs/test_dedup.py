@@ -45,7 +45,10 @@ def test_identical_request_joins_a_running_job(api, tenant, stub_broker):
     assert queued_job_ids(stub_broker, "tts") == [leader["id"]]  # only the leader runs
     services.job_run(job_id=leader["id"])
     joined = api.get(f"/v1/jobs/{follower['id']}").json()
-    assert joined["status"] == "succeeded" and joined["result"]["size_bytes"] == api.get(f"/v1/jobs/{leader['id']}").json()["result"]["size_bytes"]
+    assert (
+        joined["status"] == "succeeded"
+        and joined["result"]["size_bytes"] == api.get(f"/v1/jobs/{leader['id']}").json()["result"]["size_bytes"]
+    )
 
 
 def test_when_the_joined_job_is_canceled_one_follower_runs_for_all(api, tenant, stub_broker):

@@ -32,8 +32,22 @@ def test_submit_returns_202_with_location_and_job_body(api, tenant):
     body = response.json()
     assert response["Location"] == f"/v1/jobs/{body['id']}"
     assert set(body) == {
-        "id", "kind", "status", "priority", "engine", "progress", "stage", "created_at", "started_at",
-        "finished_at", "attempts", "input", "result", "error", "cache_hit", "metadata",
+        "id",
+        "kind",
+        "status",
+        "priority",
+        "engine",
+        "progress",
+        "stage",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "attempts",
+        "input",
+        "result",
+        "error",
+        "cache_hit",
+        "metadata",
     }
     assert body["kind"] == "tts" and body["status"] == "queued" and body["progress"] == 0
     assert body["engine"] == "piper" and body["input"]["language"] == "en" and body["input"]["format"] == "mp3"
@@ -56,12 +70,12 @@ def test_enqueue_happens_on_commit(api, stub_broker, django_capture_on_commit_ca
         job_id = _submit(api).json()["id"]
     assert len(callbacks) == 1
     messages = stub_broker.queues["tts"].queue
-    assert [m for m in map(lambda raw: json.loads(raw), list(messages)) if m["args"] == [job_id]]
+    assert [m for m in (json.loads(raw) for raw in list(messages)) if m["args"] == [job_id]]
     assert Job.objects.get(id=job_id).enqueued_at is not None
 
 
 @pytest.mark.parametrize(
-    "payload,code,field",
+    ("payload", "code", "field"),
     [
         ({"text": ""}, "validation_error", "text"),
         ({"text": "   "}, "validation_error", "text"),

@@ -13,13 +13,13 @@ from django.utils import timezone
 
 from engines.audio.io import decode_audio
 from engines.errors import Canceled, PermanentEngineError, TransientEngineError
+from harness.doubles import progress_patch
 from jobs import services
 from jobs.actors import tts_job_run
 from jobs.models import Job
 from jobs.services import JobRetry, TtsParams
 from jobs.services import dispatch as dispatch_module
 from jobs.services import run as run_module
-from harness.doubles import progress_patch
 
 # Job runs append to the job's event stream, in Redis.
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -179,7 +179,7 @@ def test_permanent_engine_error_fails_at_once_with_its_code(tenant):
     assert job.error_message == "This text cannot be spoken."
 
 
-@pytest.mark.parametrize("engine,code", [("unavailable", "engine_unavailable"), ("exploding", "engine_error")])
+@pytest.mark.parametrize(("engine", "code"), [("unavailable", "engine_unavailable"), ("exploding", "engine_error")])
 def test_transient_errors_retry_then_fail_when_attempts_run_out(tenant, settings, engine, code):
     job = _job(tenant, engine=engine)
     for attempt in range(1, settings.JOB_MAX_ATTEMPTS):

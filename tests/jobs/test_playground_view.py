@@ -21,7 +21,7 @@ def client(db):
 
 
 def _catalog(html: str) -> dict:
-    match = re.search(r'<script id="pg-catalog" type="application/json">(.*?)</script>', html, re.S)
+    match = re.search(r'<script id="pg-catalog" type="application/json">(.*?)</script>', html, re.DOTALL)
     assert match, "the catalog is embedded as JSON data, not as script"
     return json.loads(match.group(1))
 
@@ -88,7 +88,14 @@ def test_the_script_keeps_the_key_in_session_storage_only():
     keeps the obvious regressions out (localStorage, cookies, innerHTML)."""
     source = (ROOT / "static" / "mynah" / "playground.js").read_text()
     assert "window.sessionStorage.setItem(KEY_STORAGE, key)" in source
-    forbidden = [r"\blocalStorage\s*[.\[]", r"document\.cookie", r"\.(innerHTML|outerHTML)\b", r"insertAdjacentHTML",
-                 r"\beval\(", r"new Function", r"\?key=|[?&]api_key="]
+    forbidden = [
+        r"\blocalStorage\s*[.\[]",
+        r"document\.cookie",
+        r"\.(innerHTML|outerHTML)\b",
+        r"insertAdjacentHTML",
+        r"\beval\(",
+        r"new Function",
+        r"\?key=|[?&]api_key=",
+    ]
     for pattern in forbidden:
         assert not re.search(pattern, source), pattern

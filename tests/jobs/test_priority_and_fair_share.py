@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jobs import services
-from jobs.services import dispatch as dispatch_module
 from jobs.models import Job
+from jobs.services import dispatch as dispatch_module
 from tenants.models import Tenant
 from tests.support.broker import queued_job_ids
 

@@ -232,6 +232,7 @@ def test_options_an_engine_cannot_honour_are_refused(api, tmp_path, monkeypatch)
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that declares huge dimensions and holds almost no data: a
     decompression bomb for anyone who decodes before checking."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

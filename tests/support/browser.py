@@ -32,7 +32,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,10 +133,8 @@ def chromium_session(*, name: str = "browser", viewport: dict[str, int] | None =
                 yield session
             except BaseException:
                 for index, page in enumerate(session.pages):
-                    try:
+                    with suppress(Exception):
                         session.screenshot(f"{name}-failure-{index + 1}", page=page)
-                    except Exception:  # noqa: BLE001 - best effort; the original error matters
-                        pass
                 raise
             finally:
                 browser.close()

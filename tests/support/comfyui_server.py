@@ -93,41 +93,54 @@ def node_types(checkpoints: list[str], sonic: list[str], clip_vision: list[str],
         "ImageOnlyCheckpointLoader": NodeType({"ckpt_name": (checkpoints, {})}, ("MODEL", "CLIP_VISION", "VAE")),
         "CLIPVisionLoader": NodeType({"clip_name": (clip_vision, {})}, ("CLIP_VISION",)),
         "VAELoader": NodeType({"vae_name": (vaes, {})}, ("VAE",)),
-        "SONICTLoader": NodeType({
-            "model": ("MODEL", {}),
-            "sonic_unet": (["none", *sonic], {}),
-            "ip_audio_scale": ("FLOAT", {"default": 1.0, "min": 0.5, "max": 2.0, "step": 0.1}),
-            "use_interframe": ("BOOLEAN", {"default": True}),
-            "dtype": (["fp16", "fp32", "bf16"], {}),
-        }, ("MODEL_SONIC", "DTYPE")),
-        "SONIC_PreData": NodeType({
-            "clip_vision": ("CLIP_VISION", {}),
-            "vae": ("VAE", {}),
-            "audio": ("AUDIO", {}),
-            "image": ("IMAGE", {}),
-            "weight_dtype": ("DTYPE", {}),
-            "min_resolution": ("INT", {"default": 512, "min": 128, "max": 2048, "step": 64}),
-            "duration": ("FLOAT", {"default": 10.0, "min": 1.0, "max": 100000000000.0, "step": 0.1}),
-            "expand_ratio": ("FLOAT", {"default": 0.5, "min": 0.1, "max": 1.0, "step": 0.1}),
-        }, ("SONIC_PREDATA",)),
-        "SONICSampler": NodeType({
-            "model": ("MODEL_SONIC", {}),
-            "data_dict": ("SONIC_PREDATA", {}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED}),
-            "inference_steps": ("INT", {"default": 25, "min": 1, "max": 1024, "step": 1}),
-            "dynamic_scale": ("FLOAT", {"default": 1.0, "min": 0.5, "max": 2.0, "step": 0.1}),
-            "fps": ("FLOAT", {"default": 25.0, "min": 5.0, "max": 120.0, "step": 0.5}),
-        }, ("IMAGE", "FLOAT")),
-        "VHS_VideoCombine": NodeType({
-            "images": image_or_latent,
-            "frame_rate": ("FLOAT", {"default": 8, "min": 1, "step": 1, "accepts": ("FLOAT", "INT")}),
-            "loop_count": ("INT", {"default": 0, "min": 0, "max": 100, "step": 1}),
-            "filename_prefix": ("STRING", {"default": "AnimateDiff"}),
-            "format": (VIDEO_FORMATS, {}),
-            "pingpong": ("BOOLEAN", {"default": False}),
-            "save_output": ("BOOLEAN", {"default": True}),
-        }, ("VHS_FILENAMES",), optional={"audio": ("AUDIO", {}), "meta_batch": ("VHS_BatchManager", {}), "vae": ("VAE", {})},
-            output_node=True),
+        "SONICTLoader": NodeType(
+            {
+                "model": ("MODEL", {}),
+                "sonic_unet": (["none", *sonic], {}),
+                "ip_audio_scale": ("FLOAT", {"default": 1.0, "min": 0.5, "max": 2.0, "step": 0.1}),
+                "use_interframe": ("BOOLEAN", {"default": True}),
+                "dtype": (["fp16", "fp32", "bf16"], {}),
+            },
+            ("MODEL_SONIC", "DTYPE"),
+        ),
+        "SONIC_PreData": NodeType(
+            {
+                "clip_vision": ("CLIP_VISION", {}),
+                "vae": ("VAE", {}),
+                "audio": ("AUDIO", {}),
+                "image": ("IMAGE", {}),
+                "weight_dtype": ("DTYPE", {}),
+                "min_resolution": ("INT", {"default": 512, "min": 128, "max": 2048, "step": 64}),
+                "duration": ("FLOAT", {"default": 10.0, "min": 1.0, "max": 100000000000.0, "step": 0.1}),
+                "expand_ratio": ("FLOAT", {"default": 0.5, "min": 0.1, "max": 1.0, "step": 0.1}),
+            },
+            ("SONIC_PREDATA",),
+        ),
+        "SONICSampler": NodeType(
+            {
+                "model": ("MODEL_SONIC", {}),
+                "data_dict": ("SONIC_PREDATA", {}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED}),
+                "inference_steps": ("INT", {"default": 25, "min": 1, "max": 1024, "step": 1}),
+                "dynamic_scale": ("FLOAT", {"default": 1.0, "min": 0.5, "max": 2.0, "step": 0.1}),
+                "fps": ("FLOAT", {"default": 25.0, "min": 5.0, "max": 120.0, "step": 0.5}),
+            },
+            ("IMAGE", "FLOAT"),
+        ),
+        "VHS_VideoCombine": NodeType(
+            {
+                "images": image_or_latent,
+                "frame_rate": ("FLOAT", {"default": 8, "min": 1, "step": 1, "accepts": ("FLOAT", "INT")}),
+                "loop_count": ("INT", {"default": 0, "min": 0, "max": 100, "step": 1}),
+                "filename_prefix": ("STRING", {"default": "AnimateDiff"}),
+                "format": (VIDEO_FORMATS, {}),
+                "pingpong": ("BOOLEAN", {"default": False}),
+                "save_output": ("BOOLEAN", {"default": True}),
+            },
+            ("VHS_FILENAMES",),
+            optional={"audio": ("AUDIO", {}), "meta_batch": ("VHS_BatchManager", {}), "vae": ("VAE", {})},
+            output_node=True,
+        ),
     }
 
 
@@ -165,11 +178,17 @@ class Validator:
         outputs = []
         for node_id, node in prompt.items():
             if not isinstance(node, dict) or "class_type" not in node:
-                return _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
-                              f"Node ID '#{node_id}'"), [], {}
+                return (
+                    _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.", f"Node ID '#{node_id}'"),
+                    [],
+                    {},
+                )
             if node["class_type"] not in self.types:
-                return _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
-                              f"Node ID '#{node_id}'"), [], {}
+                return (
+                    _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.", f"Node ID '#{node_id}'"),
+                    [],
+                    {},
+                )
             if self.types[node["class_type"]].output_node:
                 outputs.append(node_id)
         if not outputs:
@@ -182,8 +201,9 @@ class Validator:
                 continue
             for node_id, (ok, reasons) in validated.items():
                 if not ok and reasons:
-                    entry = node_errors.setdefault(node_id, {"errors": reasons, "dependent_outputs": [],
-                                                             "class_type": prompt[node_id]["class_type"]})
+                    entry = node_errors.setdefault(
+                        node_id, {"errors": reasons, "dependent_outputs": [], "class_type": prompt[node_id]["class_type"]}
+                    )
                     entry["dependent_outputs"].append(output)
         if not good:
             details = "\n".join(f"{e['message']}: {e['details']}" for info in node_errors.values() for e in info["errors"])
@@ -213,23 +233,39 @@ class Validator:
             reason = self._value(name, value, kind, options, checked_by_node=name == spec.file_input)
             if reason is not None:
                 errors.append(reason)
-        if spec.file_input and spec.file_input in inputs and not isinstance(inputs[spec.file_input], list):
-            if not (self.input_dir / str(inputs[spec.file_input])).is_file():
-                kind = "image" if spec.file_input == "image" else "audio"
-                errors.append(_error("custom_validation_failed", "Custom validation failed for node",
-                                     f"{spec.file_input} - Invalid {kind} file: {inputs[spec.file_input]}", input_name=spec.file_input))
+        named_file = spec.file_input and spec.file_input in inputs and not isinstance(inputs[spec.file_input], list)
+        if named_file and not (self.input_dir / str(inputs[spec.file_input])).is_file():
+            kind = "image" if spec.file_input == "image" else "audio"
+            errors.append(
+                _error(
+                    "custom_validation_failed",
+                    "Custom validation failed for node",
+                    f"{spec.file_input} - Invalid {kind} file: {inputs[spec.file_input]}",
+                    input_name=spec.file_input,
+                )
+            )
         validated[node_id] = (valid and not errors, errors)
         return validated[node_id][0]
 
     def _link(self, prompt: dict[str, Any], name: str, value: list, kind: Any, options: dict) -> dict | None:
         if len(value) != 2 or value[0] not in prompt:
-            return _error("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]", name,
-                          input_name=name, received_value=value)
+            return _error(
+                "bad_linked_input",
+                "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                name,
+                input_name=name,
+                received_value=value,
+            )
         returns = self.types[prompt[value[0]]["class_type"]].returns
         received = returns[value[1]] if isinstance(value[1], int) and 0 <= value[1] < len(returns) else None
         if received not in options.get("accepts", (kind,)):
-            return _error("return_type_mismatch", "Return type mismatch between linked nodes",
-                          f"{name}, received_type({received}) mismatch input_type({kind})", input_name=name, received_type=received)
+            return _error(
+                "return_type_mismatch",
+                "Return type mismatch between linked nodes",
+                f"{name}, received_type({received}) mismatch input_type({kind})",
+                input_name=name,
+                received_type=received,
+            )
         return None
 
     def _value(self, name: str, value: Any, kind: Any, options: dict, *, checked_by_node: bool) -> dict | None:
@@ -237,25 +273,31 @@ class Validator:
         try:
             value = convert(value) if convert else value
         except (TypeError, ValueError) as exc:
-            return _error("invalid_input_type", f"Failed to convert an input value to a {kind} value", f"{name}, {value}, {exc}",
-                          input_name=name, received_value=value)
+            return _error(
+                "invalid_input_type",
+                f"Failed to convert an input value to a {kind} value",
+                f"{name}, {value}, {exc}",
+                input_name=name,
+                received_value=value,
+            )
         if "min" in options and value < options["min"]:
-            return _error("value_smaller_than_min", f"Value {value} smaller than min of {options['min']}", name,
-                          input_name=name, received_value=value)
+            return _error(
+                "value_smaller_than_min", f"Value {value} smaller than min of {options['min']}", name, input_name=name, received_value=value
+            )
         if "max" in options and value > options["max"]:
-            return _error("value_bigger_than_max", f"Value {value} bigger than max of {options['max']}", name,
-                          input_name=name, received_value=value)
+            return _error(
+                "value_bigger_than_max", f"Value {value} bigger than max of {options['max']}", name, input_name=name, received_value=value
+            )
         if isinstance(kind, list) and not checked_by_node and value not in kind:
-            return _error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {kind}",
-                          input_name=name, received_value=value)
+            return _error(
+                "value_not_in_list", "Value not in list", f"{name}: '{value}' not in {kind}", input_name=name, received_value=value
+            )
         return None
 
 
 def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     """multipart/form-data -> (text fields, files {field: {filename, content_type, data}})."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
-    )
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
     fields, files = {}, {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -271,10 +313,17 @@ class ComfyUIServer:
     """The state and the ASGI app; ``ComfyUIStub`` serves it."""
 
     def __init__(
-        self, *, oom_above: int | None = None, drop_ws_at_step: int | None = None, step_delay_s: float = 0.0,
-        sampler_progress: bool = True, missing_nodes: frozenset[str] = frozenset(),
-        checkpoints: tuple[str, ...] = ("svd_xt_1_1.safetensors",), sonic_models: tuple[str, ...] = ("unet.pth",),
-        clip_vision: tuple[str, ...] = ("clip_vision_h.safetensors",), vaes: tuple[str, ...] = ("svd_vae.safetensors",),
+        self,
+        *,
+        oom_above: int | None = None,
+        drop_ws_at_step: int | None = None,
+        step_delay_s: float = 0.0,
+        sampler_progress: bool = True,
+        missing_nodes: frozenset[str] = frozenset(),
+        checkpoints: tuple[str, ...] = ("svd_xt_1_1.safetensors",),
+        sonic_models: tuple[str, ...] = ("unet.pth",),
+        clip_vision: tuple[str, ...] = ("clip_vision_h.safetensors",),
+        vaes: tuple[str, ...] = ("svd_vae.safetensors",),
     ) -> None:
         self.oom_above, self.drop_ws_at_step, self.step_delay_s = oom_above, drop_ws_at_step, step_delay_s
         self.sampler_progress = sampler_progress
@@ -340,8 +389,13 @@ class ComfyUIServer:
                 if not message.get("more_body"):
                     break
             status, content_type, payload = self._http(scope, body)
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": payload})
 
     def _http(self, scope: dict, body: bytes) -> tuple[int, str, bytes]:
@@ -358,8 +412,12 @@ class ComfyUIServer:
                 entry["body"] = body
         self.requests.append(entry)
         route = {
-            ("POST", "/upload/image"): self._upload, ("POST", "/prompt"): self._prompt, ("GET", "/prompt"): self._queue_info,
-            ("POST", "/interrupt"): self._interrupt_prompt, ("POST", "/queue"): self._queue_edit, ("GET", "/view"): self._view,
+            ("POST", "/upload/image"): self._upload,
+            ("POST", "/prompt"): self._prompt,
+            ("GET", "/prompt"): self._queue_info,
+            ("POST", "/interrupt"): self._interrupt_prompt,
+            ("POST", "/queue"): self._queue_edit,
+            ("GET", "/view"): self._view,
             ("GET", "/history"): self._history,
         }.get((scope["method"], path))
         if route is None and scope["method"] == "GET" and path.startswith("/history/"):
@@ -396,8 +454,9 @@ class ComfyUIServer:
     def _prompt(self, entry: dict) -> tuple[int, str, bytes]:
         data = entry.get("json") or {}
         if "prompt" not in data:
-            return self._json(400, {"error": {"type": "no_prompt", "message": "No prompt provided", "details": "", "extra_info": {}},
-                                    "node_errors": {}})
+            return self._json(
+                400, {"error": {"type": "no_prompt", "message": "No prompt provided", "details": "", "extra_info": {}}, "node_errors": {}}
+            )
         error, outputs, node_errors = Validator(self.types, self.input_dir).validate(data["prompt"])
         if error is not None:
             return self._json(400, {"error": error, "node_errors": node_errors})
@@ -486,7 +545,7 @@ class ComfyUIServer:
     def send(self, event: str, data: Any, sid: str | None) -> None:
         """PromptServer.send_sync: JSON to one client, or to all when sid is None."""
         payload = json.dumps({"type": event, "data": data})
-        for target in ([sid] if sid is not None else list(self._sockets)):
+        for target in [sid] if sid is not None else list(self._sockets):
             self._post(target, payload)
 
     def send_preview(self, sid: str | None) -> None:
@@ -557,7 +616,7 @@ class Execution:
         order = self._order()
         cached = [node_id for node_id in order if self.server.cached(self.prompt, node_id)]
         self.add_message("execution_cached", {"nodes": cached, "prompt_id": pid})
-        self.values.update({node_id: (None,) * 3 for node_id in cached})  # the loaders' outputs, kept from an earlier run
+        self.values.update(dict.fromkeys(cached, (None,) * 3))  # the loaders' outputs, kept from an earlier run
         try:
             for node_id in order:
                 if node_id not in cached:
@@ -566,16 +625,28 @@ class Execution:
             status = ("success", True)
         except Interrupted:
             node_id = self.current
-            self.add_message("execution_interrupted", {"prompt_id": pid, "node_id": node_id, "node_type": self._class(node_id),
-                                                       "executed": list(self.executed)}, broadcast=True)
+            self.add_message(
+                "execution_interrupted",
+                {"prompt_id": pid, "node_id": node_id, "node_type": self._class(node_id), "executed": list(self.executed)},
+                broadcast=True,
+            )
             status = ("error", False)
         except NodeFailure as failure:
             node_id = self.current
-            self.add_message("execution_error", {
-                "prompt_id": pid, "node_id": node_id, "node_type": self._class(node_id), "executed": list(self.executed),
-                "exception_message": failure.message, "exception_type": failure.exception_type, "traceback": [],
-                "current_inputs": {}, "current_outputs": [],
-            })
+            self.add_message(
+                "execution_error",
+                {
+                    "prompt_id": pid,
+                    "node_id": node_id,
+                    "node_type": self._class(node_id),
+                    "executed": list(self.executed),
+                    "exception_message": failure.message,
+                    "exception_type": failure.exception_type,
+                    "traceback": [],
+                    "current_inputs": {},
+                    "current_outputs": [],
+                },
+            )
             status = ("error", False)
         self.server.history[pid] = {
             "prompt": [self.item.number, pid, self.prompt, {"client_id": self.sid}, self.item.outputs],
@@ -627,8 +698,11 @@ class Execution:
         self.executed.append(node_id)
         self.server.remember(self.prompt, node_id)
         if node_id in self.ui:
-            self.server.send("executed", {"node": node_id, "display_node": node_id, "output": self.ui[node_id],
-                                          "prompt_id": self.item.prompt_id}, self.sid)
+            self.server.send(
+                "executed",
+                {"node": node_id, "display_node": node_id, "output": self.ui[node_id], "prompt_id": self.item.prompt_id},
+                self.sid,
+            )
 
     def progress(self, node_id: str, value: int, maximum: int) -> None:
         """comfy.utils.ProgressBar through main.hijack_progress: checks for an interrupt, then reports."""
@@ -692,12 +766,28 @@ class Execution:
         # VHS muxes with apad=whole_dur=video+1 s and -shortest: the audio ends with the video.
         length = round(images["frames"] / fps * rate)
         sound = np.pad(audio["waveform"], (0, max(0, length - audio["waveform"].size)))[:length]
-        encode_video(folder / filename, self._frames(node_id, images), fps=round(fps), width=images["width"],
-                     height=images["height"], audio=sound, audio_rate=rate)
-        self.ui[node_id] = {"gifs": [{
-            "filename": filename, "subfolder": subfolder, "type": "output", "format": str(self._input(node_id, "format")),
-            "frame_rate": fps, "workflow": filename.replace("-audio.mp4", ".png"), "fullpath": str(folder / filename),
-        }]}
+        encode_video(
+            folder / filename,
+            self._frames(node_id, images),
+            fps=round(fps),
+            width=images["width"],
+            height=images["height"],
+            audio=sound,
+            audio_rate=rate,
+        )
+        self.ui[node_id] = {
+            "gifs": [
+                {
+                    "filename": filename,
+                    "subfolder": subfolder,
+                    "type": "output",
+                    "format": str(self._input(node_id, "format")),
+                    "frame_rate": fps,
+                    "workflow": filename.replace("-audio.mp4", ".png"),
+                    "fullpath": str(folder / filename),
+                }
+            ]
+        }
         return ((True, [str(folder / filename)]),)
 
     def _frames(self, node_id: str, images: dict[str, Any]) -> Iterator[np.ndarray]:
@@ -709,13 +799,14 @@ class Execution:
         for index in range(count):
             frame = base.copy()
             top = (index * 7) % max(1, height - height // 8)
-            frame[top:top + height // 16, width // 4:3 * width // 4] = 255
+            frame[top : top + height // 16, width // 4 : 3 * width // 4] = 255
             self.progress(node_id, index + 1, count)
             yield frame
 
 
-def encode_video(path: Path, frames: Iterator[np.ndarray], *, fps: int, width: int, height: int, audio: np.ndarray,
-                 audio_rate: int) -> None:
+def encode_video(
+    path: Path, frames: Iterator[np.ndarray], *, fps: int, width: int, height: int, audio: np.ndarray, audio_rate: int
+) -> None:
     """H.264 + AAC: ``write_mp4`` for the square videos it makes; PyAV directly
     for another shape (a picture the adapter failed to crop square)."""
     import av
@@ -752,8 +843,15 @@ class ComfyUIStub:
         self.server = ComfyUIServer(**knobs)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.server, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
-                                ws_max_size=64 * 1024 * 1024, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.server,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
+            ws_max_size=64 * 1024 * 1024,
+            timeout_graceful_shutdown=1,
+        )
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)
 

@@ -35,9 +35,7 @@ END_OF_PROMPT = "<|endofprompt|>"
 
 def parse_form(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
     """multipart/form-data -> {name: (filename, bytes)}."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
-    )
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
     fields = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -82,8 +80,14 @@ class Handler(BaseHTTPRequestHandler):
         if missing:
             return self._json(422, {"detail": [{"type": "missing", "loc": ["body", name], "msg": "Field required"} for name in missing]})
         texts = {name: fields[name][1].decode() for name in expected if name != "prompt_wav"}
-        self.server.record({"path": self.path, **texts, "prompt_wav_bytes": len(fields["prompt_wav"][1]),
-                            "prompt_wav_format": _wav_format(fields["prompt_wav"][1])})
+        self.server.record(
+            {
+                "path": self.path,
+                **texts,
+                "prompt_wav_bytes": len(fields["prompt_wav"][1]),
+                "prompt_wav_format": _wav_format(fields["prompt_wav"][1]),
+            }
+        )
         try:
             prompt = read_prompt(fields["prompt_wav"][1])
         except (wave.Error, ValueError, EOFError):
@@ -102,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
         step = max(2, (len(pcm) // 3) // 2 * 2)  # a few chunks, like per-sentence output
         for start in range(0, len(pcm), step):
             time.sleep(self.server.chunk_delay_s)  # generation time: a kill can land mid-stream
-            piece = pcm[start:start + step]
+            piece = pcm[start : start + step]
             self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")

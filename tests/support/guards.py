@@ -29,10 +29,22 @@ from pathlib import PurePath
 
 import pytest
 
-SERVER_PROGRAMS = frozenset({
-    "redis-server", "gunicorn", "rundramatiq", "dramatiq", "runplatform", "weed", "traefik", "pg_ctl", "initdb",
-    "chromium", "run-cluster.sh", "tests.support.cosyvoice_server",
-})
+SERVER_PROGRAMS = frozenset(
+    {
+        "redis-server",
+        "gunicorn",
+        "rundramatiq",
+        "dramatiq",
+        "runplatform",
+        "weed",
+        "traefik",
+        "pg_ctl",
+        "initdb",
+        "chromium",
+        "run-cluster.sh",
+        "tests.support.cosyvoice_server",
+    }
+)
 SERVER_FIXTURES = frozenset({"live_server"})
 NOT_REQUESTED_HOST = "redis-not-requested.invalid"
 NOT_REQUESTED_URL = f"redis://{NOT_REQUESTED_HOST}:6379/0"
@@ -96,13 +108,14 @@ def _refuse_unrequested(connect):
         if getattr(connection, "host", None) == NOT_REQUESTED_HOST:
             message = (
                 "this test talks to Redis (settings.REDIS_URL) but does not request the `redis_url` fixture: "
-                "add it to the test's arguments, or `pytestmark = pytest.mark.usefixtures(\"redis_url\")`."
+                'add it to the test\'s arguments, or `pytestmark = pytest.mark.usefixtures("redis_url")`.'
             )
             if _item is not None:
                 _item.stash.setdefault(_redis_misuse, []).append(message)
             raise RedisNotRequested(message)
 
     if inspect.iscoroutinefunction(connect):
+
         async def guarded_async(self, *args, **kwargs):
             check(self)
             return await connect(self, *args, **kwargs)

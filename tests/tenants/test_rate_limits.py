@@ -79,7 +79,9 @@ def test_the_api_fails_open_when_redis_is_down(api, settings):
 def test_limit_holds_within_one_percent_across_four_web_processes(tmp_path):
     limit = 300
     stack = Stack(
-        tmp_path, web_workers=4, worker_threads=1,
+        tmp_path,
+        web_workers=4,
+        worker_threads=1,
         extra_env={"TENANT_RATE_LIMIT_PER_MINUTE": str(limit), "TENANT_KEY_RATE_LIMIT_PER_MINUTE": "100000", "LOG_LEVEL": "WARNING"},
     ).start()
     try:

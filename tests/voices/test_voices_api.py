@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,17 @@ def stella(api, worker, tmp_path) -> dict:
 
 def test_upload_is_analysed_and_returned_ready(api, stella):
     assert set(stella) == {
-        "id", "name", "language", "transcript", "status", "duration_s", "speech_s", "sample_rate", "quality", "error", "created_at"
+        "id",
+        "name",
+        "language",
+        "transcript",
+        "status",
+        "duration_s",
+        "speech_s",
+        "sample_rate",
+        "quality",
+        "error",
+        "created_at",
     }
     assert stella["status"] == "ready"
     assert stella["name"] == "Stella" and stella["language"] == "en" and stella["transcript"] == "Please call Stella."
@@ -66,7 +77,7 @@ def test_every_format_is_accepted(api, worker, tmp_path, fmt):
 
 
 @pytest.mark.parametrize(
-    "make, code",
+    ("make", "code"),
     [
         (lambda tmp: SimpleUploadedFile("a.wav", b"", content_type="audio/wav"), "audio_unreadable"),
         (lambda tmp: SimpleUploadedFile("a.wav", b"\x89PNG\r\n\x1a\n" + b"\0" * 5000, content_type="audio/wav"), "audio_unreadable"),
@@ -149,7 +160,7 @@ def test_dedup_tells_voices_apart(api, worker, stella, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "body, code, status",
+    ("body", "code", "status"),
     [
         ({"engine": "piper", "instruct": "Speak sadly."}, "unsupported_option", 422),
         ({"engine": "espeak", "instruct": "Speak sadly."}, "unsupported_option", 422),
@@ -194,7 +205,7 @@ def test_a_lost_analysis_message_is_resent_by_the_reaper(api, stub_broker, setti
     voice_id = _upload(api, _audio_file(tmp_path, padded(speech("en+f3")))).json()["id"]
     stub_broker.flush_all()  # the message is lost (Redis restarted without persistence, say)
     VoicePrompt.objects.filter(id=voice_id).update(created_at=VoicePrompt.objects.get(id=voice_id).created_at.replace(year=2020))
-    call_command("repair", stdout=open("/dev/null", "w"))
+    call_command("repair", stdout=StringIO())
     with running_worker(stub_broker):
         stub_broker.join("voices", timeout=60_000)
     assert api.get(f"/v1/voices/{voice_id}").json()["status"] == "ready"

@@ -30,6 +30,7 @@ class _LogLines:
 class Command(rundramatiq.Command):
     def handle(self, *args, **options):
         self.stdout = OutputWrapper(cast(TextIO, _LogLines()))  # write() and flush() are all it uses
+
         def exec_json_logging(_path: str, argv: list[str]) -> None:
             # argv[0] is "dramatiq"; the rest are the options django_dramatiq built.
             os.execv(sys.executable, [sys.executable, "-m", "core.dramatiq_main", *argv[1:]])

@@ -52,8 +52,17 @@ class Command(BaseCommand):
         parser.add_argument("--worker-replicas", type=int, default=1, help="supervised copies of each worker pool (0: web only)")
         parser.add_argument("--traefik", action="store_true", help="a Traefik proxy on --port in front of the web instances")
 
-    def handle(self, *args, port: int, worker_processes: int, worker_threads: int, web_instances: int, worker_replicas: int,
-               traefik: bool, **options):
+    def handle(
+        self,
+        *args,
+        port: int,
+        worker_processes: int,
+        worker_threads: int,
+        web_instances: int,
+        worker_replicas: int,
+        traefik: bool,
+        **options,
+    ):
         if web_instances < 1 or worker_replicas < 0:
             raise CommandError("--web-instances must be at least 1 and --worker-replicas at least 0.")
         if web_instances > 1 and not traefik:
@@ -122,12 +131,23 @@ class Command(BaseCommand):
         worker_env = {**env, "dramatiq_worker_timeout": os.environ.get("dramatiq_worker_timeout", "20")}  # noqa: SIM112 (dramatiq's own name)
         specs = []
         for name, queues, pool_threads, pool_env in POOLS:
-            argv = [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes if name == "worker" else 1),
-                    "--threads", str(pool_threads or threads), "--queues", *queues]
+            argv = [
+                sys.executable,
+                "manage.py",
+                "rundramatiq",
+                "--processes",
+                str(processes if name == "worker" else 1),
+                "--threads",
+                str(pool_threads or threads),
+                "--queues",
+                *queues,
+            ]
             specs += [ProcessSpec(_numbered(name, i, replicas), argv, {**worker_env, **pool_env}) for i in range(replicas)]
         web_argv = [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"]
-        specs += [ProcessSpec(_numbered("web", i, len(web_ports)), web_argv, {**env, "PORT": str(web_port)})
-                  for i, web_port in enumerate(web_ports)]
+        specs += [
+            ProcessSpec(_numbered("web", i, len(web_ports)), web_argv, {**env, "PORT": str(web_port)})
+            for i, web_port in enumerate(web_ports)
+        ]
         for spec in specs:
             supervisor.specs.append(spec)
             supervisor.spawn(spec)
@@ -159,8 +179,9 @@ class Command(BaseCommand):
         behind = ""
         if web_ports:
             instances = ", ".join(f"http://127.0.0.1:{web_port}" for web_port in web_ports)
-            behind = (f"Traefik on {base} in front of {len(web_ports)} web instances: {instances}\n"
-                      f"Traefik logs: {settings.VAR_DIR / 'traefik'}\n")
+            behind = (
+                f"Traefik on {base} in front of {len(web_ports)} web instances: {instances}\nTraefik logs: {settings.VAR_DIR / 'traefik'}\n"
+            )
         self.stdout.write(
             f"""
 Mynah is running at {base}   (Ctrl-C stops everything)

@@ -25,5 +25,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Revoked {revoked} active key(s) named '{name}'.")
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
         api_key, raw_key = api_key_create(tenant=tenant, name=name, expires_at=expires_at, actor="cli")
-        self.stdout.write(f"Created API key '{name}' (prefix {api_key.prefix}) for tenant {tenant.slug}. Store it now; it cannot be shown again.")
+        self.stdout.write(
+            f"Created API key '{name}' (prefix {api_key.prefix}) for tenant {tenant.slug}. Store it now; it cannot be shown again."
+        )
         self.stdout.write(raw_key)
