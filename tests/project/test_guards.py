@@ -54,3 +54,15 @@ def test_redis_unasked_fails_at_once(request):
 def test_redis_asked_for_is_a_real_server(redis_url):
     assert settings.REDIS_URL == redis_url != guards.NOT_REQUESTED_URL
     assert redis.Redis.from_url(redis_url).ping()
+
+
+def test_a_setting_changed_beside_redis_url_is_undone_with_it(settings, redis_url):
+    """``settings`` set up before ``redis_url``, then a setting changed: the
+    two overrides must be undone in reverse order (the next test checks)."""
+    settings.METRICS_TOKEN = "changed-after-redis-url"
+    assert settings.REDIS_URL == redis_url
+
+
+def test_the_redis_url_did_not_outlive_the_test_before():
+    assert settings.REDIS_URL == guards.NOT_REQUESTED_URL
+    assert settings.METRICS_TOKEN != "changed-after-redis-url"
