@@ -60,7 +60,7 @@ def test_a_setting_changed_beside_redis_url_is_undone_with_it(settings, redis_ur
     """``settings`` set up before ``redis_url``, then a setting changed: the
     two overrides must be undone in reverse order (the next test checks)."""
     settings.METRICS_TOKEN = "changed-after-redis-url"
-    assert settings.REDIS_URL == redis_url
+    assert redis_url == settings.REDIS_URL
 
 
 def test_the_redis_url_did_not_outlive_the_test_before():
