@@ -34,15 +34,15 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture
-def redis_url(redis_server):
+def redis_url(redis_server, settings):
     """``settings.REDIS_URL`` for a test that talks to Redis in-process: job
     event streams (SSE), rate limits (every authenticated API request), the
     auth-failure audit throttle, voice analysis notices, queue depths. Other
-    tests get an address whose use fails at once (tests/support/guards.py)."""
-    from django.test import override_settings
-
-    with override_settings(REDIS_URL=redis_server):
-        yield redis_server
+    tests get an address whose use fails at once (tests/support/guards.py).
+    Set through pytest-django's ``settings``, as the tests' own overrides are:
+    one wrapper undoes them all in reverse order (two would not nest)."""
+    settings.REDIS_URL = redis_server
+    return redis_server
 
 
 @pytest.fixture(autouse=True, scope="session")
