@@ -38,10 +38,9 @@ def redis_url(redis_server, settings):
     """``settings.REDIS_URL`` for a test that talks to Redis in-process: job
     event streams (SSE), rate limits (every authenticated API request), the
     auth-failure audit throttle, voice analysis notices, queue depths. Other
-    tests get an address whose use fails at once (tests/support/guards.py)."""
-    # Through pytest-django's ``settings`` (not a separate override_settings):
-    # its overrides are undone in reverse order, so a test that also changes
-    # a setting cannot leave this URL behind for the tests after it.
+    tests get an address whose use fails at once (tests/support/guards.py).
+    Set through pytest-django's ``settings``, as the tests' own overrides are:
+    one wrapper undoes them all in reverse order (two would not nest)."""
     settings.REDIS_URL = redis_server
     return redis_server
 
@@ -99,8 +98,6 @@ def other_api(other_tenant, redis_url) -> APIClient:
 @pytest.fixture
 def stub_broker():
     import dramatiq
-
-    import jobs.actors  # noqa: F401  (declares the queues, as a worker's boot does)
 
     broker = dramatiq.get_broker()
     _drop_stopped_workers(broker)

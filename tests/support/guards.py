@@ -16,7 +16,8 @@ wheel: no system package). Outside a test that requests ``redis_url``,
 ``settings.REDIS_URL`` points at ``NOT_REQUESTED_HOST`` and connecting to it
 raises ``RedisNotRequested`` at once (a BaseException, so the code's
 fail-open ``except RedisError`` cannot hide it); if a thread swallowed it
-anyway, the test is failed at its end.
+anyway, the test is failed at its end. A test that leaves another
+``REDIS_URL`` behind fails too.
 """
 
 from __future__ import annotations
@@ -139,6 +140,18 @@ def _install_redis_guard() -> None:
         setattr(cls, name, _refuse_unrequested(getattr(cls, name)))
 
 
+def _redis_url_left_over() -> str | None:
+    """A REDIS_URL a test set and did not undo (then reset, so that only
+    that test fails): later tests would use Redis unasked."""
+    from django.conf import settings
+
+    url = getattr(settings, "REDIS_URL", NOT_REQUESTED_URL) if settings.configured else NOT_REQUESTED_URL
+    if url == NOT_REQUESTED_URL:
+        return None
+    settings.REDIS_URL = NOT_REQUESTED_URL
+    return url
+
+
 # ---------------------------------------------------------------- hooks
 def pytest_configure(config: pytest.Config) -> None:
     sys.addaudithook(_audit)
@@ -166,6 +179,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
+    if report.when == "teardown":
+        leaked = _redis_url_left_over()
+        if leaked and report.passed:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"settings.REDIS_URL is still {leaked} after this test: set it through pytest-django's "
+                "`settings` fixture (as `redis_url` does), whose overrides are undone in order."
+            )
     misuse = item.stash.get(_redis_misuse, [])
     if report.when == "call" and misuse:
         if report.passed:  # the error was swallowed (in a worker thread, say)
