@@ -309,6 +309,20 @@ TENANT_MONTHLY_SECONDS_QUOTA = env_int("TENANT_MONTHLY_SECONDS_QUOTA", 0)  # 0: 
 # in the database and are released as these finish, so one tenant's burst
 # queues in front of others by at most this many jobs.
 TENANT_MAX_IN_FLIGHT = env_int("TENANT_MAX_IN_FLIGHT", 8)
+# ... and by size: per kind of job (speech, talking head), at most this much
+# estimated work in flight, in seconds of speech; a talking-head second counts
+# TALKING_HEAD_COST_PER_SECOND. A job larger than the budget runs alone.
+TENANT_MAX_IN_FLIGHT_COST = env_int("TENANT_MAX_IN_FLIGHT_COST", 600)
+TALKING_HEAD_COST_PER_SECOND = env_float("TALKING_HEAD_COST_PER_SECOND", 10.0)
+# Seconds of audio (or video) one job may make: an estimate over it is refused
+# at submit (422 job_too_large), and the worker stops a job whose output passes it.
+TENANT_MAX_JOB_DURATION_S = env_int("TENANT_MAX_JOB_DURATION_S", 1800)
+# Webhook endpoints per tenant (409 too_many_webhook_endpoints past it).
+TENANT_MAX_WEBHOOK_ENDPOINTS = env_int("TENANT_MAX_WEBHOOK_ENDPOINTS", 20)
+# Fair share of the webhook workers: deliveries of one tenant handed to the
+# broker or being sent at once; the rest wait in the database. Keep it below
+# the webhook workers' threads, so a tenant's slow receivers leave threads to others.
+TENANT_MAX_WEBHOOKS_IN_FLIGHT = env_int("TENANT_MAX_WEBHOOKS_IN_FLIGHT", 4)
 
 # Failed authentications are audited at most once per client address and key prefix per interval.
 AUDIT_AUTH_FAILURE_INTERVAL_S = env_int("AUDIT_AUTH_FAILURE_INTERVAL_S", 60)

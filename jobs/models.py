@@ -57,6 +57,10 @@ class Job(models.Model):
     # server-generated storage keys. Never shown to clients.
     input_files = models.JSONField(default=dict, blank=True)
 
+    # Fair share by size: the estimated work, in seconds of speech (a
+    # talking-head second weighs TALKING_HEAD_COST_PER_SECOND), set at submit.
+    cost = models.FloatField(default=0)
+
     progress = models.PositiveSmallIntegerField(default=0)
     stage = models.CharField(max_length=80, default="queued")
     attempts = models.PositiveSmallIntegerField(default=0)

@@ -17,6 +17,10 @@ class TenantLimits:
     max_active_jobs: int
     monthly_seconds_quota: int  # 0: unlimited
     max_in_flight: int
+    max_in_flight_cost: int  # per kind of job, in seconds of speech (see jobs.services.cost)
+    max_job_duration_s: int
+    max_webhook_endpoints: int
+    max_webhooks_in_flight: int
     allow_high_priority: bool
     result_retention_days: int
 
@@ -39,6 +43,10 @@ def tenant_limits(tenant: Tenant) -> TenantLimits:
         max_active_jobs=_at_least_one(_pick(tenant.max_active_jobs, settings.TENANT_MAX_ACTIVE_JOBS)),
         monthly_seconds_quota=_pick(tenant.monthly_seconds_quota, settings.TENANT_MONTHLY_SECONDS_QUOTA),
         max_in_flight=_at_least_one(_pick(tenant.max_in_flight, settings.TENANT_MAX_IN_FLIGHT)),
+        max_in_flight_cost=_at_least_one(_pick(tenant.max_in_flight_cost, settings.TENANT_MAX_IN_FLIGHT_COST)),
+        max_job_duration_s=_at_least_one(_pick(tenant.max_job_duration_s, settings.TENANT_MAX_JOB_DURATION_S)),
+        max_webhook_endpoints=_at_least_one(_pick(tenant.max_webhook_endpoints, settings.TENANT_MAX_WEBHOOK_ENDPOINTS)),
+        max_webhooks_in_flight=_at_least_one(_pick(tenant.max_webhooks_in_flight, settings.TENANT_MAX_WEBHOOKS_IN_FLIGHT)),
         allow_high_priority=tenant.allow_high_priority,
         result_retention_days=_at_least_one(_pick(tenant.result_retention_days, settings.JOB_RESULT_RETENTION_DAYS)),
     )

@@ -38,6 +38,30 @@ class Tenant(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Jobs handed to the workers at once (fair share); the rest wait their turn.",
     )
+    max_in_flight_cost = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=(
+            "Fair share by size: estimated work handed to the workers at once, per kind of job, in seconds of speech "
+            "(a talking-head second counts TALKING_HEAD_COST_PER_SECOND). A larger job runs alone."
+        ),
+    )
+    max_job_duration_s = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds of audio or video one job may make: refused at submit from the estimate, stopped in the worker.",
+    )
+    max_webhook_endpoints = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Webhook endpoints (enabled or not)."
+    )
+    max_webhooks_in_flight = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Webhook deliveries handed to the webhook workers at once (fair share); the rest wait their turn.",
+    )
     allow_high_priority = models.BooleanField(default=False)
     result_retention_days = models.PositiveIntegerField(
         null=True,

@@ -30,6 +30,16 @@ class EndpointForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
         return url
 
+    def clean(self) -> dict:
+        cleaned: dict = super().clean() or {}
+        tenant = cleaned.get("tenant")
+        if self.instance._state.adding and tenant is not None:  # the pk (a uuid) is set before saving
+            try:
+                services.endpoint_limit_check(tenant=tenant)
+            except ApplicationError as exc:
+                raise forms.ValidationError(exc.message) from None
+        return cleaned
+
     def clean_event_types(self) -> list[str]:
         event_types = self.cleaned_data["event_types"] or []
         if not isinstance(event_types, list) or set(event_types) - set(services.EVENT_TYPES):

@@ -81,6 +81,10 @@ class Delivery(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField()
+    # Fair share: set when the delivery is handed to the broker (it then counts
+    # against the tenant's max_webhooks_in_flight until its attempt ends); empty
+    # while it waits its turn in the database, or for its next attempt.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
@@ -93,6 +97,8 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="webhook_delivery_due"),
             models.Index(fields=["tenant", "-created_at", "-id"], name="webhook_delivery_tenant"),
+            # Fair-share dispatch: the tenant's in-flight count, and its waiting deliveries in release order.
+            models.Index(fields=["tenant", "status", "enqueued_at", "next_attempt_at"], name="webhook_delivery_dispatch"),
         ]
 
     def __str__(self) -> str:

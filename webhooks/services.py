@@ -4,6 +4,14 @@ Delivery is at-least-once with one success: each attempt first claims the
 Delivery row with a conditional UPDATE (pending and due → sending, leased), so
 duplicate messages, the sweeper and a replay can never send in parallel or
 record a second success. Receivers deduplicate on ``webhook-id``.
+
+Fair share: the webhook workers' threads are shared by every tenant, and a
+slow receiver holds one for up to the read timeout. So a tenant has at most
+``max_webhooks_in_flight`` deliveries in the broker or being sent; the rest
+wait in the database (``enqueued_at`` empty) and are released, first due
+first, as that tenant's attempts end (:func:`deliveries_dispatch`). A message
+for a delivery that is not released (a retry's delayed message) is a wake-up:
+it dispatches the tenant's due deliveries within its share.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_record
 from core import metrics
 from core.errors import ApplicationError
+from tenants.limits import tenant_limits
 from tenants.models import Tenant
 from webhooks import routing, signing, transport
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, TenantSigningSecret
@@ -95,10 +104,10 @@ def _deliveries_create(
         Delivery(tenant=tenant, endpoint=endpoint, job=job, url=url, event_type=event_type, payload=payload, next_attempt_at=now)
         for endpoint, url in targets
     ]
+    limit = tenant_limits(tenant).max_webhooks_in_flight
     with transaction.atomic():
         Delivery.objects.bulk_create(deliveries)
-        for delivery in deliveries:
-            transaction.on_commit(partial(_enqueue, delivery.id))
+        transaction.on_commit(partial(_dispatch_quietly, tenant.pk, limit=limit))
     return deliveries
 
 
@@ -110,15 +119,63 @@ def _enqueue(delivery_id: Any, *, delay_s: float = 0.0) -> None:
         logger.warning("could not enqueue a webhook delivery; the sweeper will", extra={"delivery_id": str(delivery_id)})
 
 
+# ---------------------------------------------------------------- fair share
+
+_IN_FLIGHT = (Delivery.Status.PENDING, Delivery.Status.SENDING)
+
+
+def deliveries_dispatch(*, tenant_id: Any, limit: int | None = None) -> int:
+    """Hand the tenant's due, waiting deliveries to the broker while fewer
+    than its ``max_webhooks_in_flight`` are there or being sent, first due
+    first. Called after a publish, after every attempt, after a replay and by
+    the sweeper. The tenant's row is locked meanwhile (SQLite: the write
+    transaction), so concurrent dispatchers never exceed the share. Returns
+    how many were handed over."""
+    if limit is None:
+        tenant = Tenant.objects.filter(pk=tenant_id).first()
+        if tenant is None:
+            return 0
+        limit = tenant_limits(tenant).max_webhooks_in_flight
+    now = timezone.now()
+    with transaction.atomic():
+        if connection.features.has_select_for_update:
+            Tenant.objects.select_for_update().filter(pk=tenant_id).exists()
+        in_flight = Delivery.objects.filter(tenant_id=tenant_id, status__in=_IN_FLIGHT, enqueued_at__isnull=False).count()
+        free = limit - in_flight
+        if free <= 0:
+            return 0
+        due = Delivery.objects.filter(
+            tenant_id=tenant_id, status=Delivery.Status.PENDING, enqueued_at__isnull=True, next_attempt_at__lte=now
+        )
+        released = list(due.order_by("next_attempt_at", "created_at").values_list("id", flat=True)[:free])
+        if released:
+            Delivery.objects.filter(id__in=released).update(enqueued_at=now)
+    for delivery_id in released:
+        _enqueue(delivery_id)  # Redis down: the sweeper sends it again
+    return len(released)
+
+
+def _dispatch_quietly(tenant_id: Any, *, limit: int | None = None) -> None:
+    """Dispatch, logging a failure: the sweeper dispatches later (nothing is lost)."""
+    try:
+        deliveries_dispatch(tenant_id=tenant_id, limit=limit)
+    except Exception:
+        logger.exception("could not dispatch webhook deliveries; the sweeper will", extra={"tenant_id": str(tenant_id)})
+
+
+def deliveries_in_flight(*, tenant_id: Any) -> int:
+    return Delivery.objects.filter(tenant_id=tenant_id, status__in=_IN_FLIGHT, enqueued_at__isnull=False).count()
+
+
 # ------------------------------------------------------------------ deliver
 
 
 def _claim(delivery_id: str) -> Delivery | None:
     now = timezone.now()
     lease = timedelta(seconds=settings.WEBHOOK_CONNECT_TIMEOUT_S + settings.WEBHOOK_READ_TIMEOUT_S + 30)
-    claimed = Delivery.objects.filter(id=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now).update(
-        status=Delivery.Status.SENDING, locked_until=now + lease, attempts=F("attempts") + 1
-    )
+    claimed = Delivery.objects.filter(
+        id=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now, enqueued_at__isnull=False
+    ).update(status=Delivery.Status.SENDING, locked_until=now + lease, attempts=F("attempts") + 1)
     if not claimed:
         return None
     return Delivery.objects.select_related("endpoint", "tenant").get(id=delivery_id)
@@ -147,10 +204,25 @@ def _is_retriable(outcome: transport.SendOutcome) -> bool:
 
 
 def webhook_deliver(*, delivery_id: str) -> None:
-    """One attempt: claim, sign, POST, record, then finish or schedule a retry."""
+    """One attempt: claim, sign, POST, record, then finish or schedule a
+    retry; then hand the tenant's next waiting delivery to the broker."""
     delivery = _claim(delivery_id)
     if delivery is None:
-        return  # duplicate message, not due yet, or already finished
+        # A duplicate message, or one for a delivery already finished: nothing
+        # to do. A delivery waiting its turn (this was its retry's wake-up):
+        # release the tenant's due deliveries within its share.
+        waiting = Delivery.objects.filter(id=delivery_id, status=Delivery.Status.PENDING, enqueued_at__isnull=True)
+        tenant_id = waiting.values_list("tenant_id", flat=True).first()
+        if tenant_id is not None:
+            _dispatch_quietly(tenant_id)
+        return
+    try:
+        _attempt(delivery)
+    finally:
+        _dispatch_quietly(delivery.tenant_id, limit=tenant_limits(delivery.tenant).max_webhooks_in_flight)
+
+
+def _attempt(delivery: Delivery) -> None:
     now = timezone.now()
     if delivery.endpoint is not None and not delivery.endpoint.is_enabled:
         _finish(delivery, Delivery.Status.FAILED, error="The endpoint is disabled.", count_failure=False)
@@ -204,17 +276,20 @@ def _record(delivery: Delivery, outcome: transport.SendOutcome, now: datetime) -
         _finish(delivery, Delivery.Status.FAILED, status_code=outcome.status_code, error=error, gone=outcome.status_code == 410)
         return
     metrics.increment(metrics.webhook_attempts, outcome="retrying")
-    rescheduled = _mine(delivery).update(
+    rescheduled = _mine(
+        delivery
+    ).update(
         status=Delivery.Status.PENDING,
         next_attempt_at=now + timedelta(seconds=delay),
+        enqueued_at=None,  # waiting for its next attempt holds no share
         locked_until=None,
         last_status_code=outcome.status_code,
         last_error=error[:500],
     )
     if rescheduled and delay <= settings.WEBHOOK_BROKER_DELAY_MAX_S:
-        _enqueue(delivery.id, delay_s=delay)
+        _enqueue(delivery.id, delay_s=delay)  # a wake-up: it dispatches once due
     # Longer waits are not parked in the broker (workers hold delayed
-    # messages in memory): the sweeper sends them when they are due.
+    # messages in memory): the sweeper dispatches them when they are due.
 
 
 def _past_window(delivery: Delivery, when: datetime) -> bool:
@@ -251,8 +326,9 @@ def _finish(
 
 
 def webhooks_sweep() -> int:
-    """Send what a lost message, a dead worker or a long backoff left behind.
-    Run periodically (``manage.py repair``; ``make run`` does every 30 s)."""
+    """Send what a lost message, a dead worker or a long backoff left behind,
+    within each tenant's fair share. Run periodically (``manage.py repair``;
+    ``make run`` does every 30 s). Returns how many messages it sent."""
     now = timezone.now()
     expired_leases = Delivery.objects.filter(status=Delivery.Status.SENDING, locked_until__lt=now)
     # An attempt that never recorded its outcome (worker died, database error)
@@ -263,14 +339,25 @@ def webhooks_sweep() -> int:
     expired_leases.filter(exhausted).update(
         status=Delivery.Status.FAILED, finished_at=now, locked_until=None, last_error="No outcome recorded; retries exhausted."
     )
-    expired_leases.update(status=Delivery.Status.PENDING, locked_until=None)
-    grace = timedelta(seconds=settings.WEBHOOK_SWEEP_GRACE_S)
-    due = list(
-        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace).values_list("id", flat=True)[:1000]
+    expired_leases.update(status=Delivery.Status.PENDING, locked_until=None, enqueued_at=None)
+    # Handed to the broker a while ago and still not attempted: the message
+    # was lost (or Redis was down). Send it again; it keeps its share.
+    before = now - timedelta(seconds=settings.WEBHOOK_SWEEP_GRACE_S)
+    lost = list(
+        Delivery.objects.filter(status=Delivery.Status.PENDING, enqueued_at__lte=before, next_attempt_at__lte=before).values_list(
+            "id", flat=True
+        )[:1000]
     )
-    for delivery_id in due:
+    for delivery_id in lost:
+        Delivery.objects.filter(id=delivery_id, status=Delivery.Status.PENDING).update(enqueued_at=now)
         _enqueue(delivery_id)
-    return len(due)
+    # Waiting and due (a long backoff, a lost wake-up): each tenant's share.
+    tenant_ids = (
+        Delivery.objects.filter(status=Delivery.Status.PENDING, enqueued_at__isnull=True, next_attempt_at__lte=now)
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+    return len(lost) + sum(deliveries_dispatch(tenant_id=tenant_id) for tenant_id in list(tenant_ids))
 
 
 def deliveries_purge(*, now: datetime, dry_run: bool = False) -> int:
@@ -296,12 +383,12 @@ def delivery_replay(*, delivery: Delivery, actor: str, ip: str | None = None) ->
     if delivery.endpoint is not None and not delivery.endpoint.is_enabled:
         raise ApplicationError("endpoint_disabled", "The endpoint is disabled; enable it before replaying.", status=409)
     replayed = Delivery.objects.filter(id=delivery.id, status__in=[Delivery.Status.SUCCEEDED, Delivery.Status.FAILED]).update(
-        status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), finished_at=None
+        status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), finished_at=None, enqueued_at=None
     )
     if not replayed:
         raise ApplicationError("delivery_in_progress", "The delivery is still being attempted.", status=409)
     audit_record(action="webhook_delivery.replay", actor=actor, tenant=delivery.tenant, target=delivery, ip=ip)
-    transaction.on_commit(partial(_enqueue, delivery.id))
+    transaction.on_commit(partial(_dispatch_quietly, delivery.tenant_id))
     delivery.refresh_from_db()
     return delivery
 
@@ -331,14 +418,34 @@ def job_webhook_check(*, url: str, event_types: list[str] | None) -> None:
         _check_event_types(event_types)
 
 
+def endpoint_limit_check(*, tenant: Tenant) -> None:
+    """409 ``too_many_webhook_endpoints`` when the tenant has its limit of
+    endpoints (enabled or not: each is a row, a secret and a fan-out target)."""
+    limit = tenant_limits(tenant).max_webhook_endpoints
+    count = Endpoint.objects.filter(tenant=tenant).count()
+    if count >= limit:
+        raise ApplicationError(
+            "too_many_webhook_endpoints",
+            f"The tenant has {count} webhook endpoints; the limit is {limit}. Delete one, or filter events per endpoint.",
+            status=409,
+            details={"endpoints": count, "limit": limit},
+        )
+
+
 def endpoint_create(
     *, tenant: Tenant, url: str, event_types: list[str], description: str = "", actor: str, ip: str | None = None
 ) -> Endpoint:
     _check_url(url)
     _check_event_types(event_types)
-    endpoint = Endpoint.objects.create(
-        tenant=tenant, url=url, event_types=sorted(set(event_types)), description=description, secret=signing.secret_generate()
-    )
+    with transaction.atomic():
+        # One tenant's creations in turn, so the limit is exact. SQLite's
+        # IMMEDIATE transactions already serialize writers; Postgres locks the row.
+        if connection.features.has_select_for_update:
+            Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
+        endpoint_limit_check(tenant=tenant)
+        endpoint = Endpoint.objects.create(
+            tenant=tenant, url=url, event_types=sorted(set(event_types)), description=description, secret=signing.secret_generate()
+        )
     audit_record(action="webhook_endpoint.create", actor=actor, tenant=tenant, target=endpoint, ip=ip, metadata={"url": url})
     _endpoints_changed(tenant.pk)
     return endpoint

@@ -40,6 +40,7 @@ class SpeechRequest:
     speed: float = 1.0
     voice: VoiceReference | None = None
     instruct: str = ""  # style: emotion, speed, dialect (engines with "instruct" only)
+    max_duration_s: float | None = None  # stop (permanent error) once the speech is longer
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,14 @@ class TTSEngine(Engine, ABC):
         progress(5, "synthesizing")
         share = 85 if request.voice is None else 70  # the rest: matching and scoring
         pieces = []
+        samples, max_samples = 0, request.max_duration_s and request.max_duration_s * self.sample_rate
         for index, chunk in enumerate(chunks, start=1):
             pieces.append(self.synthesize_chunk(chunk, request))
+            samples += len(pieces[-1])
+            if max_samples and samples > max_samples:  # bounded work, whatever the text
+                raise PermanentEngineError(
+                    f"The speech passed the limit of {request.max_duration_s:g} s per job.", code="duration_limit_exceeded"
+                )
             progress(5 + (share * index) // len(chunks), "synthesizing")
         audio = join_chunks(pieces, self.sample_rate)
         if rms_dbfs(audio) < SILENCE_DBFS:

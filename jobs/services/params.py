@@ -4,7 +4,9 @@ web process."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -154,3 +156,127 @@ def _check_options(*, engine: str, engine_cls: Any, requested: dict[str, bool]) 
             status=422,
             details={"engine": engine, "options": unsupported, "supported": sorted(engine_cls.options)},
         )
+
+
+# ---------------------------------------------------------------- job size
+#
+# How much a request will make, known before any engine runs: the limit on
+# one job's output (TENANT_MAX_JOB_DURATION_S) refuses what is too large at
+# submit, and fair share weighs jobs by it. Seconds of speech per character,
+# measured on the built-in engines (piper, espeak) at speed 1.0. It errs on
+# the long side where engines blow up: a character of a script the language
+# does not use is read out by its name, one or several words per character
+# (5,000 Chinese characters read as English made 1,890 s of audio).
+_LETTER_S = 0.07  # a letter of the language's script (or Latin)
+_SYLLABLE_S = 0.14  # a letter of an abugida or abjad: a consonant with its vowel
+_CJK_S = 0.3  # a Han, kana or Hangul character in a language written with it: a syllable
+_FOREIGN_LETTER_S = 0.35  # a letter of another script: its name ("Greek small letter alpha")
+_FOREIGN_CJK_S = 0.7  # a Han, kana or Hangul character in another language ("CJK letter ...")
+_DIGIT_S = 0.4  # digits become number words ("1234": "one thousand two hundred ...")
+_SYMBOL_S = 0.3  # "%", "&", "€", emoji...: a word or more
+_PAUSE_S = 0.05  # punctuation
+
+_CJK_SCRIPTS = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "BOPOMOFO", "IDEOGRAPHIC"})
+_SYLLABIC_SCRIPTS = frozenset(
+    {"DEVANAGARI", "BENGALI", "GURMUKHI", "GUJARATI", "ORIYA", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM", "SINHALA", "THAI"}
+    | {"MYANMAR", "ETHIOPIC", "ARABIC", "HEBREW"}
+)
+# Scripts of the languages not written in Latin letters (espeak-ng's codes; the part before the first "-").
+_LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("cmn", "yue", "zh", "hak"), frozenset({"CJK", "BOPOMOFO", "IDEOGRAPHIC"})),
+    "ja": frozenset({"CJK", "HIRAGANA", "KATAKANA", "IDEOGRAPHIC"}),
+    "ko": frozenset({"HANGUL", "CJK"}),
+    **dict.fromkeys(("ru", "uk", "be", "bg", "mk", "sr", "kk", "ky", "tt", "ba", "cv", "nog"), frozenset({"CYRILLIC"})),
+    **dict.fromkeys(("el", "grc"), frozenset({"GREEK"})),
+    **dict.fromkeys(("ar", "fa", "ur", "ug", "sd"), frozenset({"ARABIC"})),
+    "he": frozenset({"HEBREW"}),
+    **dict.fromkeys(("hi", "mr", "ne", "kok"), frozenset({"DEVANAGARI"})),
+    **dict.fromkeys(("bn", "as", "bpy"), frozenset({"BENGALI"})),
+    "pa": frozenset({"GURMUKHI"}),
+    "gu": frozenset({"GUJARATI"}),
+    "or": frozenset({"ORIYA"}),
+    "ta": frozenset({"TAMIL"}),
+    "te": frozenset({"TELUGU"}),
+    "kn": frozenset({"KANNADA"}),
+    "ml": frozenset({"MALAYALAM"}),
+    "si": frozenset({"SINHALA"}),
+    "th": frozenset({"THAI"}),
+    "my": frozenset({"MYANMAR"}),
+    "shn": frozenset({"MYANMAR"}),
+    "ka": frozenset({"GEORGIAN"}),
+    **dict.fromkeys(("hy", "hyw"), frozenset({"ARMENIAN"})),
+    **dict.fromkeys(("am", "ti"), frozenset({"ETHIOPIC"})),
+    "chr": frozenset({"CHEROKEE"}),
+}
+
+
+@cache
+def _script(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return name.split(" ", 1)[0]
+
+
+def _language_scripts(language: str) -> frozenset[str]:
+    code = language.lower().split("-", 1)[0]
+    if "-latn" in language.lower():  # e.g. cmn-latn-pinyin, fa-latn
+        return frozenset({"LATIN"})
+    return _LANGUAGE_SCRIPTS.get(code, frozenset()) | {"LATIN"}
+
+
+def speech_duration_estimate(*, text: str, language: str, speed: float = 1.0) -> float:
+    """Seconds of speech ``text`` will make in ``language``: an estimate from
+    its characters (no engine runs), generous where engines blow up."""
+    own = _language_scripts(language)
+    total = 0.0
+    for char in text:
+        category = unicodedata.category(char)
+        if category[0] in "LN" and char.isdigit():
+            total += _DIGIT_S
+        elif category[0] == "L" or category == "Nl":
+            script = _script(char)
+            cjk = script in _CJK_SCRIPTS
+            if script in own or (cjk and own & _CJK_SCRIPTS):
+                total += _CJK_S if cjk else _SYLLABLE_S if script in _SYLLABIC_SCRIPTS else _LETTER_S
+            else:
+                total += _FOREIGN_CJK_S if cjk else _FOREIGN_LETTER_S
+        elif category[0] == "S":
+            total += _SYMBOL_S
+        elif category[0] == "P":
+            total += _PAUSE_S
+        # spaces, marks (part of their letter), other numbers: nothing of their own
+    return round(total / max(speed, 0.1), 1)
+
+
+@dataclass(frozen=True)
+class JobSize:
+    """What a job will make (seconds of audio or video; None: not known before
+    the worker decodes an upload) and its weight for fair share, in seconds
+    of speech."""
+
+    estimated_duration_s: float | None
+    cost: float
+
+
+# Uploaded audio is decoded by the worker only; for its weight it is taken
+# at 128 kbit/s (a typical MP3): uncompressed audio is overrated, never above
+# TALKING_HEAD_MAX_AUDIO_S; a very low bitrate underrates it, no worse than
+# counting jobs.
+UPLOAD_AUDIO_BYTES_PER_S = 16_000
+
+
+def tts_size(params: TtsParams) -> JobSize:
+    estimate = speech_duration_estimate(text=params.text, language=params.language, speed=params.speed)
+    return JobSize(estimated_duration_s=estimate, cost=estimate)
+
+
+def talking_head_size(params: TalkingHeadParams, *, audio_size_bytes: int | None) -> JobSize:
+    """The video lasts as long as its speech; a video second weighs
+    TALKING_HEAD_COST_PER_SECOND seconds of speech."""
+    speech = params.speech
+    if speech is not None:
+        estimate: float | None = speech_duration_estimate(text=speech.text, language=speech.language)
+        seconds = min(estimate or 0.0, settings.TALKING_HEAD_MAX_AUDIO_S)  # the worker stops the speech there
+    else:
+        estimate = None
+        seconds = min((audio_size_bytes or 0) / UPLOAD_AUDIO_BYTES_PER_S, settings.TALKING_HEAD_MAX_AUDIO_S)
+    return JobSize(estimated_duration_s=estimate, cost=round(seconds * settings.TALKING_HEAD_COST_PER_SECOND, 1))

@@ -17,6 +17,7 @@ from jobs.models import Job
 from jobs.services.files import job_input_fetch
 from jobs.services.params import TALKING_HEAD_DEFAULTS
 from jobs.services.progress import ProgressReport, job_progress, progress_between
+from tenants.limits import tenant_limits
 from voices.models import VoicePrompt
 from voices.services import voice_reference
 
@@ -44,7 +45,8 @@ def job_make(job: Job, workdir: Path) -> JobOutput:
 
 
 def job_speak(job: Job, workdir: Path) -> JobOutput:
-    result = _speech_synthesize(job, workdir, progress_between(job, 0, ENGINE_PROGRESS_SHARE))
+    max_duration_s = tenant_limits(job.tenant).max_job_duration_s
+    result = _speech_synthesize(job, workdir, progress_between(job, 0, ENGINE_PROGRESS_SHARE), max_duration_s=max_duration_s)
     return _speech_output(result)
 
 
@@ -58,15 +60,18 @@ def job_render(job: Job, workdir: Path) -> JobOutput:
 
     job_progress(job=job, percent=1, stage="checking image")
     portrait = check_portrait(job_input_fetch(job, "image", workdir))
+    # The video lasts as long as its speech: the tenant's limit on one job's
+    # output bounds it, as TALKING_HEAD_MAX_AUDIO_S does.
+    max_audio_s = min(settings.TALKING_HEAD_MAX_AUDIO_S, tenant_limits(job.tenant).max_job_duration_s)
     speech = None
     if "audio" in job.input_files:
         audio_path = job_input_fetch(job, "audio", workdir)
         render_from = 5
     else:
-        speech = _speech_synthesize(job, workdir, progress_between(job, 2, 20), format="wav")
+        speech = _talking_head_speech(job, workdir, max_audio_s=max_audio_s)
         audio_path, render_from = speech.path, 20
     job_progress(job=job, percent=render_from - 1, stage="checking audio")
-    audio_duration = check_audio(audio_path, max_audio_s=settings.TALKING_HEAD_MAX_AUDIO_S)
+    audio_duration = check_audio(audio_path, max_audio_s=max_audio_s)
     engine = registry.get_engine(job.engine)
     requested = job.input["resolution"]
     ladder = sorted((r for r in engine.resolutions if r <= requested), reverse=True) or [requested]
@@ -110,7 +115,21 @@ def job_render(job: Job, workdir: Path) -> JobOutput:
     return JobOutput(result.path, result.content_type, result.duration_s, result.size_bytes, info=info, extra=extra)
 
 
-def _speech_synthesize(job: Job, workdir: Path, report: ProgressReport, *, format: str | None = None) -> SpeechResult:
+def _talking_head_speech(job: Job, workdir: Path, *, max_audio_s: float) -> SpeechResult:
+    """The speech stage, stopped as soon as it is longer than the video may be."""
+    try:
+        return _speech_synthesize(job, workdir, progress_between(job, 2, 20), format="wav", max_duration_s=max_audio_s)
+    except PermanentEngineError as exc:
+        if exc.code == "duration_limit_exceeded" and max_audio_s == settings.TALKING_HEAD_MAX_AUDIO_S:
+            raise PermanentEngineError(
+                f"The speech is longer than the {max_audio_s:g} s a talking head may last.", code="audio_too_long"
+            ) from None
+        raise
+
+
+def _speech_synthesize(
+    job: Job, workdir: Path, report: ProgressReport, *, format: str | None = None, max_duration_s: float | None = None
+) -> SpeechResult:
     engine_name = job.input.get("tts_engine", job.engine) if job.kind == Job.Kind.TALKING_HEAD else job.engine
     engine = registry.get_engine(engine_name)
     request = SpeechRequest(
@@ -120,6 +139,7 @@ def _speech_synthesize(job: Job, workdir: Path, report: ProgressReport, *, forma
         speed=job.input.get("speed", 1.0),
         voice=_job_voice(job, workdir),
         instruct=job.input.get("instruct", ""),
+        max_duration_s=max_duration_s,
     )
     result: SpeechResult = engine.run(request, report, workdir)
     return result

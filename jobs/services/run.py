@@ -126,7 +126,7 @@ def _after_job(job: Job) -> None:
     """A slot of the tenant is free (unless the job is back for a retry): let
     its next waiting job in. Never raises: the repair sweep dispatches too."""
     try:
-        jobs_dispatch(tenant_id=job.tenant_id, max_in_flight=tenant_limits(job.tenant).max_in_flight)
+        jobs_dispatch(tenant_id=job.tenant_id, limits=tenant_limits(job.tenant))
     except Exception:
         logger.warning("dispatch after the job failed; the repair sweep will", exc_info=True)
 

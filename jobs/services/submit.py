@@ -15,7 +15,7 @@ from jobs.services.announce import job_announce
 from jobs.services.dedup import copied_result, dedup_key, dedup_source
 from jobs.services.dispatch import jobs_dispatch
 from jobs.services.files import files_delete, job_inputs_store
-from jobs.services.params import TalkingHeadParams, TtsParams, WebhookTarget
+from jobs.services.params import JobSize, TalkingHeadParams, TtsParams, WebhookTarget, talking_head_size, tts_size
 from jobs.uploads import audio_check, image_check
 from tenants.limits import TenantLimits, tenant_limits
 from tenants.models import ApiKey, Tenant
@@ -60,6 +60,7 @@ def job_submit_tts(
         webhook=webhook,
         priority=priority,
         use_cache=use_cache,
+        size=tts_size(params),
     )
 
 
@@ -84,6 +85,8 @@ def job_submit_talking_head(
     the job exists, so a worker never sees a job without them."""
     image_facts = image_check(image)
     audio_facts = audio_check(audio) if audio is not None else None
+    size = talking_head_size(params, audio_size_bytes=audio_facts.size_bytes if audio_facts is not None else None)
+    _check_size(tenant=tenant, size=size)  # before storing the uploads
     inputs: dict[str, Any] = {"image": image_facts.public(), **params.options}
     speech = params.speech
     if audio_facts is not None:
@@ -111,6 +114,7 @@ def job_submit_talking_head(
             webhook=webhook,
             priority=priority,
             use_cache=use_cache,
+            size=size,
             job_id=job_id,
             input_files=input_files,
         )
@@ -138,11 +142,13 @@ def _job_create(
     webhook: WebhookTarget | None,
     priority: str,
     use_cache: bool,
+    size: JobSize,
     job_id: Any = None,
     input_files: dict[str, str] | None = None,
 ) -> Job:
     webhook = webhook or WebhookTarget()
     limits = tenant_limits(tenant)
+    _check_size(tenant=tenant, size=size, limits=limits)
     if priority == Job.Priority.HIGH and not limits.allow_high_priority:
         raise ApplicationError("priority_not_allowed", "This tenant may not submit high-priority jobs.", status=403)
     # The voice's audio, not only its id, makes two requests identical.
@@ -176,6 +182,7 @@ def _job_create(
             dedup_of=source,
             cache_hit=source is not None,
             input_files=input_files or {},
+            cost=size.cost,
             **copied,
         )
         audit_record(
@@ -192,9 +199,26 @@ def _job_create(
         elif source is None:
             # Dispatch only once the row is visible to workers.
             # robust: the job is saved; if dispatch fails the repair sweep sends it.
-            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk, max_in_flight=limits.max_in_flight), robust=True)
+            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk, limits=limits), robust=True)
         # else: it waits for its source, which finishes it (followers_finish).
     return job
+
+
+def _check_size(*, tenant: Tenant, size: JobSize, limits: TenantLimits | None = None) -> None:
+    """422 ``job_too_large`` when the request would make more than the
+    tenant's ``max_job_duration_s`` (the worker also stops one whose output
+    passes it, whatever the estimate said)."""
+    limit = (limits or tenant_limits(tenant)).max_job_duration_s
+    estimate = size.estimated_duration_s
+    if estimate is not None and estimate > limit:
+        raise ApplicationError(
+            "job_too_large",
+            f"This request would make about {estimate:g} s of audio; the limit is {limit} s per job. "
+            "Split the text into several jobs, and check that `language` is the text's language "
+            "(characters of another script are read out one by one).",
+            status=422,
+            details={"estimated_duration_s": estimate, "limit_s": limit},
+        )
 
 
 def _check_quotas(*, tenant: Tenant, limits: TenantLimits) -> None:

@@ -22,6 +22,12 @@ class Reply:
     status: int = 200
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    # A receiver as slow as the test wants: the answer waits until this is set
+    # (at most HOLD_MAX_S, so a failing test never hangs).
+    hold: threading.Event | None = None
+
+
+HOLD_MAX_S = 120.0
 
 
 class Receiver:
@@ -41,6 +47,8 @@ class Receiver:
                     reply = receiver.replies.pop(0) if len(receiver.replies) > 1 else receiver.replies[0]
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.hold is not None:
+                    reply.hold.wait(HOLD_MAX_S)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
