@@ -81,14 +81,12 @@ async def _wait(pending: waiting.Pending, receive: Receive) -> bool | None:
             notice = asyncio.ensure_future(waiting.notice_wait_async(client, voice_id=pending.voice_id, deadline=pending.deadline))
             disconnect = asyncio.ensure_future(_disconnected(receive))
             try:
-                await asyncio.wait({notice, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({notice, disconnect}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in (notice, disconnect):
                     task.cancel()
                 await asyncio.gather(notice, disconnect, return_exceptions=True)
-            if disconnect.done() and not disconnect.cancelled() and disconnect.exception() is None and not notice.done():
-                return None
-            return True
+            return None if notice not in done else True
         finally:
             await waiting.slot_release_async(client, slot)
     finally:
