@@ -17,6 +17,7 @@ tenant's cap, the held answer goes out at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,8 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Any, Any], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 _UPLOAD_PATH = re.compile(r"^/v1/voices/?$")
 
@@ -65,7 +68,10 @@ async def voice_upload(app: App, scope: Scope, receive: Receive, send: Send) -> 
         if waited is None:
             return  # the client went away: nobody to answer
         if waited:
-            start, body = await _settle(deferral.pending, scope, start)
+            try:
+                start, body = await _settle(deferral.pending, scope, start)
+            except Exception:  # e.g. the database went away: the held answer is still true
+                logger.warning("could not read a voice's verdict after its wait; answering processing", exc_info=True)
     await _respond(send, start, body)
 
 

@@ -118,7 +118,7 @@ async def slot_release_async(client: aioredis.Redis, slot: Slot) -> None:
 
 def notice_client_async(timeout_s: float) -> aioredis.Redis:
     """A new asyncio client for one wait (its caller closes it)."""
-    return redis_async_client(socket_timeout=min(timeout_s, NOTICE_BLOCK_MAX_S) + 5, socket_connect_timeout=1.0)
+    return redis_async_client(socket_timeout=max(0.0, min(timeout_s, NOTICE_BLOCK_MAX_S)) + 5, socket_connect_timeout=1.0)
 
 
 async def notice_wait_async(client: aioredis.Redis, *, voice_id: UUID, deadline: float) -> None:
