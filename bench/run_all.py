@@ -22,6 +22,7 @@ import sse  # noqa: E402
 import submit  # noqa: E402
 import talking_head  # noqa: E402
 import voice_similarity  # noqa: E402
+import voice_upload_isolation  # noqa: E402
 from common import ms, wait_all_done  # noqa: E402
 
 from harness.stack import Stack  # noqa: E402
@@ -109,6 +110,12 @@ def main() -> None:
             )
         finally:
             stack.stop()
+    isolation = voice_upload_isolation.run_with_stack()  # its own stack: its worker is frozen
+    for path in ("/v1/usage", "/healthz"):
+        idle, loaded = isolation["idle"][path], isolation["loaded"][path]
+        still = f"{isolation['waiting_at_end']}/{isolation['flood']} still waiting at the end"
+        label = f"tenant B's {path} p50 / p99 while A has {isolation['flood']} voice uploads waiting (idle)"
+        rows.append((label, f"{ms(loaded[0])} / {ms(loaded[1])} ({ms(idle[0])} / {ms(idle[1])}); {still}"))
     for row in engine_speed.run():
         rows.append(
             (

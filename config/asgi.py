@@ -31,6 +31,8 @@ from django.core.wsgi import get_wsgi_application
 django_asgi = get_asgi_application()
 django_wsgi = get_wsgi_application()
 
+from voices.asgi import is_voice_upload, voice_upload  # noqa: E402  (needs the apps loaded)
+
 _STREAM_PATH = re.compile(r"^/v1/jobs/[^/]+/events/?$")
 _executor = ThreadPoolExecutor(max_workers=settings.WEB_THREADS, thread_name_prefix="wsgi")
 
@@ -155,6 +157,8 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif scope["type"] == "http" and scope["method"] == "GET" and _STREAM_PATH.match(scope["path"]):
         # A stream request with a body would hold a pool thread for the stream's life.
         await _error(send, 400, "malformed_request", "An event stream request must not have a body.")
+    elif is_voice_upload(scope):  # the pool runs the view; the wait for the analysis runs here
+        await voice_upload(_PooledWsgi(django_wsgi), scope, receive, send)
     elif scope["type"] == "http":
         await _PooledWsgi(django_wsgi)(scope, receive, send)
     # websockets: not served

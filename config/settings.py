@@ -166,6 +166,9 @@ VOICE_MAX_AUDIO_S = env_int("VOICE_MAX_AUDIO_S", 60)  # decoded length, speech a
 VOICE_MIN_SPEECH_S = env_float("VOICE_MIN_SPEECH_S", 3.0)
 VOICE_MAX_SPEECH_S = env_float("VOICE_MAX_SPEECH_S", 30.0)
 VOICE_ANALYSIS_WAIT_S = env_int("VOICE_ANALYSIS_WAIT_S", 20)
+# Uploads of one tenant waiting for their verdict at once, over all web
+# processes; past it an upload answers at once, still processing (0: never wait).
+VOICE_ANALYSIS_WAITING_PER_TENANT = env_int("VOICE_ANALYSIS_WAITING_PER_TENANT", 10)
 VOICE_MAX_PER_TENANT = env_int("VOICE_MAX_PER_TENANT", 200)
 
 # --- Talking-head jobs: portrait + speech (uploaded audio, or text -> TTS).

@@ -17,7 +17,7 @@ from core.pagination import NewestFirstCursorPagination
 from core.schema import page_of
 from engines import registry
 from tenants.authentication import ApiRequest
-from voices import selectors, services
+from voices import selectors, services, waiting
 from voices.models import VoicePrompt
 from voices.representation import voice_representation
 from voices.schemas import VoiceSerializer
@@ -46,7 +46,11 @@ class VoiceListCreateApi(APIView):
         operation_id="voices_create",
         request={"multipart/form-data": InputSerializer},
         responses={
-            201: OpenApiResponse(VoiceSerializer, "Analysed (ready), or still processing if analysis took longer than the wait"),
+            201: OpenApiResponse(
+                VoiceSerializer,
+                "Analysed (ready), or still processing if analysis took longer than the wait "
+                "or the tenant already has VOICE_ANALYSIS_WAITING_PER_TENANT uploads waiting",
+            ),
             200: OpenApiResponse(VoiceSerializer, "Replayed for a repeated Idempotency-Key"),
         },
     )
@@ -65,7 +69,10 @@ class VoiceListCreateApi(APIView):
             actor=client.actor,
             ip=client_ip(request),
         )
-        voice = services.voice_wait_analyzed(voice=voice)
+        # Served by config.asgi, the wait for the verdict runs on the event
+        # loop after this returns (voices.asgi): no thread waits on a worker.
+        if not waiting.wait_defer(voice_id=voice.id, tenant_id=voice.tenant_id):
+            voice = services.voice_wait_analyzed(voice=voice)
         location = reverse("voices:detail", args=[voice.id])
         return Response(voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": location})
 

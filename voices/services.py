@@ -2,9 +2,10 @@
 
 The web process only stores the upload under a server-generated key and
 queues its analysis: decoding untrusted media (FFmpeg) and the torch models
-(silero-vad, resemblyzer) run in workers. The upload request waits a bounded
-time for the verdict, so a client usually gets the finished voice, or the
-rejection with its code, in the same response.
+(silero-vad, resemblyzer) run in workers. The upload waits a bounded time
+for the verdict, so a client usually gets the finished voice, or the
+rejection with its code, in the same response; served by config.asgi that
+wait is a coroutine on the event loop, not a thread (voices.waiting).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import redis
 from django.conf import settings
@@ -23,17 +26,21 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
+from core.context import request_id_var
 from core.errors import ApplicationError, NotFound
+from core.models import IdempotencyRecord
 from core.redis import redis_client
+from core.responses import error_body
 from core.storage import storage_download, storage_errors
 from engines.tts.base import VoiceReference
 from tenants.models import Tenant
-from voices import routing
+from voices import routing, waiting
 from voices.models import VoicePrompt
+from voices.representation import voice_representation
 
 logger = logging.getLogger(__name__)
 Status = VoicePrompt.Status
@@ -43,17 +50,8 @@ def _voice_dir(voice: VoicePrompt) -> str:
     return f"tenants/{voice.tenant_id}/voices/{voice.id}"
 
 
-def _notify_key(voice_id: object) -> str:
-    return f"mynah:voice-analyzed:{voice_id}"
-
-
-# The wait blocks on BLPOP at most this long at a time; its client's socket
-# timeout is longer, so a quiet wait is never mistaken for a dead Redis.
-_NOTICE_BLOCK_MAX_S = 30
-
-
 def _notice_client() -> redis.Redis:
-    return redis_client(socket_timeout=_NOTICE_BLOCK_MAX_S + 5, socket_connect_timeout=1.0)
+    return redis_client(socket_timeout=waiting.NOTICE_BLOCK_MAX_S + 5, socket_connect_timeout=1.0)
 
 
 # ---------------------------------------------------------------- web side
@@ -114,21 +112,39 @@ def _analysis_send(voice_id: object) -> None:
 
 
 def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -> VoicePrompt:
-    """Wait (bounded) for the worker's verdict. A voice the worker rejected is
-    removed and its code raised (422): it never existed for the client. Past
-    the wait the voice is returned still ``processing``; its verdict then
-    shows on GET, where a rejected voice stays visible as ``failed``."""
+    """Wait (bounded) for the worker's verdict, in this thread: the plain
+    WSGI path (served by config.asgi the wait runs on the event loop, see
+    voices.asgi). A voice the worker rejected is removed and its code raised
+    (422): it never existed for the client. Past the wait, or with the
+    tenant's waiting slots all taken (``VOICE_ANALYSIS_WAITING_PER_TENANT``),
+    the voice is returned still ``processing``; its verdict then shows on
+    GET, where a rejected voice stays visible as ``failed``."""
     timeout_s = settings.VOICE_ANALYSIS_WAIT_S if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            voice.refresh_from_db()
-        except VoicePrompt.DoesNotExist:  # deleted by another request meanwhile
-            raise NotFound("Voice not found.") from None
-        remaining = deadline - time.monotonic()
-        if voice.status != Status.PROCESSING or remaining <= 0:
-            break
-        _wait_for_notice(voice.id, remaining)
+    slot = waiting.slot_take(tenant_id=voice.tenant_id, hold_s=timeout_s)
+    try:
+        while slot is not None:
+            _voice_refresh(voice)
+            remaining = deadline - time.monotonic()
+            if voice.status != Status.PROCESSING or remaining <= 0:
+                break
+            _wait_for_notice(voice.id, remaining)
+    finally:
+        if slot is not None:
+            waiting.slot_release(slot)
+    return _voice_verdict(voice)
+
+
+def _voice_refresh(voice: VoicePrompt) -> None:
+    try:
+        voice.refresh_from_db()
+    except VoicePrompt.DoesNotExist:  # deleted by another request meanwhile
+        raise NotFound("Voice not found.") from None
+
+
+def _voice_verdict(voice: VoicePrompt) -> VoicePrompt:
+    """The voice as the upload answers it: rejected -> removed, 422."""
+    _voice_refresh(voice)
     if voice.status == Status.FAILED:
         code, message = voice.error_code, voice.error_message
         _voice_remove(voice)
@@ -136,10 +152,46 @@ def voice_wait_analyzed(*, voice: VoicePrompt, timeout_s: float | None = None) -
     return voice
 
 
+def voice_upload_settle(*, voice_id: UUID, tenant_id: UUID, idempotency_key: str | None, request_id: str) -> tuple[int, dict[str, Any]]:
+    """The upload's final answer after its wait on the event loop
+    (voices.asgi): status and body, as the WSGI path would have answered.
+
+    The view already recorded its ``processing`` answer for the request's
+    Idempotency-Key; it is brought in line with what the client gets now: the
+    analysed voice replaces it, a rejection releases the key (failed requests
+    are not recorded, so the same key may be retried)."""
+    close_old_connections()  # a pool thread outside a request: no stale connection
+    token = request_id_var.set(request_id)
+    try:
+        try:
+            voice = _voice_verdict(VoicePrompt(id=voice_id, tenant_id=tenant_id))
+        except ApplicationError as exc:
+            status, body = exc.status_code, error_body(exc.code, exc.message, exc.details)
+        else:
+            status, body = 201, voice_representation(voice)
+        if idempotency_key is not None:
+            _idempotent_answer_replace(tenant_id=tenant_id, key=idempotency_key, voice_id=voice_id, body=body if status < 400 else None)
+        return status, body
+    finally:
+        request_id_var.reset(token)
+        close_old_connections()
+
+
+def _idempotent_answer_replace(*, tenant_id: UUID, key: str, voice_id: UUID, body: dict[str, Any] | None) -> None:
+    """The key's recorded 201 for this voice: replaced by ``body``, or released (None)."""
+    record = IdempotencyRecord.objects.filter(tenant_id=tenant_id, key=key, response_status=201).first()
+    if record is None or not isinstance(record.response_body, dict) or record.response_body.get("id") != str(voice_id):
+        return
+    if body is None:
+        record.delete()
+    else:
+        IdempotencyRecord.objects.filter(pk=record.pk).update(response_body=body)
+
+
 def _wait_for_notice(voice_id: object, timeout_s: float) -> None:
     """Block on the worker's Redis notice; poll slowly if Redis is down."""
     try:
-        _notice_client().blpop([_notify_key(voice_id)], timeout=max(1, min(int(timeout_s), _NOTICE_BLOCK_MAX_S)))
+        _notice_client().blpop([waiting.notice_key(voice_id)], timeout=max(1, min(int(timeout_s), waiting.NOTICE_BLOCK_MAX_S)))
     except redis.RedisError:
         time.sleep(min(0.5, timeout_s))
 
@@ -232,8 +284,8 @@ def _voice_finish(voice: VoicePrompt, **fields: object) -> bool:
     updated = VoicePrompt.objects.filter(id=voice.id, status=Status.PROCESSING).update(analyzed_at=timezone.now(), **fields)
     try:
         client = redis_client()
-        client.rpush(_notify_key(voice.id), "1")
-        client.expire(_notify_key(voice.id), 120)
+        client.rpush(waiting.notice_key(voice.id), "1")
+        client.expire(waiting.notice_key(voice.id), 120)
     except redis.RedisError:  # the waiting request falls back to polling
         logger.warning("could not notify the upload request", exc_info=True)
     logger.info("voice analysed", extra={"voice_id": str(voice.id), "status": fields.get("status"), "error_code": fields.get("error_code")})
