@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,17 @@ elif STORAGE != "local":
 
 # --- Web: threads per web process for regular (non-streaming) requests.
 WEB_THREADS = env_int("WEB_THREADS", 8)
+
+# --- Edge. Peers (CIDRs) whose X-Forwarded-For and X-Forwarded-Proto are
+# believed (config/asgi.py): the proxies in front of the web instances.
+# Empty (the default): nobody's, clients connect directly (`make run`). The
+# local cluster sets loopback; Kubernetes and compose set their networks.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _network in TRUSTED_PROXIES:
+    try:
+        ip_network(_network, strict=False)
+    except ValueError:
+        raise ValueError(f"TRUSTED_PROXIES: {_network!r} is not an address or CIDR network") from None
 
 # --- Request limits: JSON bodies are small; uploads get their own limits.
 # No request body may exceed this (checked while it arrives, before Django).
@@ -312,6 +324,11 @@ TENANT_MAX_IN_FLIGHT = env_int("TENANT_MAX_IN_FLIGHT", 8)
 
 # Failed authentications are audited at most once per client address and key prefix per interval.
 AUDIT_AUTH_FAILURE_INTERVAL_S = env_int("AUDIT_AUTH_FAILURE_INTERVAL_S", 60)
+# Failed API authentications per client address: this many at once, then this
+# many per window; past that the address gets 429 rate_limited (Retry-After)
+# on every request carrying a key. 0 disables the limit.
+AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
+AUTH_FAILURE_WINDOW_S = env_int("AUTH_FAILURE_WINDOW_S", 60)
 
 # Dedup reuses a finished output only if it is kept at least this much longer.
 DEDUP_MIN_RESULT_LIFETIME_S = env_int("DEDUP_MIN_RESULT_LIFETIME_S", 24 * 3600)
