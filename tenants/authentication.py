@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import exceptions
@@ -14,6 +15,7 @@ from rest_framework.request import Request
 from audit.services import audit_record, auth_failure_record
 from core.context import client_ip
 from core.errors import ApplicationError
+from core.redis import redis_client
 from tenants.models import ApiKey, Tenant
 from tenants.ratelimit import rate_limit_check
 
@@ -137,15 +139,29 @@ def auth_failures_check(ip: str | None) -> None:
 def auth_failure_charge(ip: str | None) -> None:
     """Count one failure; the one that finds the bucket empty (concurrent
     failures passed the check together) is answered 429 instead of 401, so
-    an address gets at most the limit of 401s, whatever its concurrency."""
+    an address gets at most the limit of 401s, whatever its concurrency.
+    The failure that uses the last one blocks the address: audited, at most
+    once per address and window."""
     if ip is None or settings.AUTH_FAILURE_LIMIT <= 0:
         return
     decision = rate_limit_check(buckets=_failure_bucket(ip), period_s=settings.AUTH_FAILURE_WINDOW_S)
-    if decision is not None and not decision.allowed:
+    if decision is None:
+        return
+    if decision.remaining == 0:
+        _block_audit(ip)
+    if not decision.allowed:
+        raise _blocked(decision.retry_after_s)
+
+
+def _block_audit(ip: str) -> None:
+    try:
+        first = redis_client().set(f"mynah:audit-auth-block:{ip}", 1, nx=True, ex=settings.AUTH_FAILURE_WINDOW_S)
+    except redis.RedisError:
+        first = True
+    if first:
         audit_record(
             action="auth.address_blocked",
             actor="anonymous",
             ip=ip,
             metadata={"failures": settings.AUTH_FAILURE_LIMIT, "window_s": settings.AUTH_FAILURE_WINDOW_S},
         )
-        raise _blocked(decision.retry_after_s)
