@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # admin login brute-force protection
     "rest_framework",
     "rest_framework_api_key",
     "core",  # before django_dramatiq: its rundramatiq (JSON logs in the master too) wins
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: answers a locked-out admin login (django-axes).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -91,6 +95,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The admin login (the only password login) counts failures with django-axes.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -329,6 +336,22 @@ AUDIT_AUTH_FAILURE_INTERVAL_S = env_int("AUDIT_AUTH_FAILURE_INTERVAL_S", 60)
 # on every request carrying a key. 0 disables the limit.
 AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
 AUTH_FAILURE_WINDOW_S = env_int("AUTH_FAILURE_WINDOW_S", 60)
+
+# --- Admin login (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failures from
+# one address, or for one username, further attempts get 429 for
+# ADMIN_LOGIN_COOLOFF_S (each failure while locked restarts it); lockouts are
+# audited (admin.login_locked_out). Staff see attempts in the admin (Axes)
+# and lift a lockout there or with `manage.py axes_reset`.
+ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+ADMIN_LOGIN_COOLOFF_S = env_int("ADMIN_LOGIN_COOLOFF_S", 15 * 60)
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=ADMIN_LOGIN_COOLOFF_S)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one locks
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.context.client_ip"  # REMOTE_ADDR, after TRUSTED_PROXIES
+AXES_LOCKOUT_CALLABLE = "tenants.admin_login.lockout_response"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_VERBOSE = False  # no banner in every manage.py command; failures are still logged
 
 # Dedup reuses a finished output only if it is kept at least this much longer.
 DEDUP_MIN_RESULT_LIFETIME_S = env_int("DEDUP_MIN_RESULT_LIFETIME_S", 24 * 3600)
