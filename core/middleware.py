@@ -75,6 +75,39 @@ class BodySizeLimitMiddleware:
         return self.get_response(request)
 
 
+# The pages this server renders (admin, operations dashboard, API docs) load
+# only their own scripts and styles: Django's admin has no inline script or
+# style, the dashboard's Chart.js is vendored, Swagger UI comes from the
+# sidecar wheel with its init script served as a file (SpectacularSwaggerSplitView).
+# data: images are Swagger UI's icons. Media may come from object storage's
+# presigned URLs (the admin's players, like the playground's).
+_PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self' data:; "
+    "media-src 'self'{media}; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def page_content_security_policy() -> str:
+    from core.storage import storage_is_local
+
+    return _PAGE_CSP.format(media="" if storage_is_local() else " https: http:")
+
+
+class ContentSecurityPolicyMiddleware:
+    """A Content-Security-Policy on every HTML page that has none of its own
+    (the playground sets a stricter one)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response and response.get("Content-Type", "").startswith("text/html"):
+            response["Content-Security-Policy"] = page_content_security_policy()
+        return response
+
+
 class RateLimitHeadersMiddleware:
     """Adds ``RateLimit-*`` headers computed by the throttle (on 429s too)."""
 
