@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,8 @@ from core.responses import raw_error_response
 
 django_asgi = get_asgi_application()
 django_wsgi = get_wsgi_application()
+
+logger = logging.getLogger(__name__)
 
 _STREAM_PATH = re.compile(r"^/v1/jobs/[^/]+/events/?$")
 _executor = ThreadPoolExecutor(max_workers=settings.WEB_THREADS, thread_name_prefix="wsgi")
@@ -230,15 +233,38 @@ async def _lifespan(receive: Any, send: Any) -> None:
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "http":
-        apply_forwarded_headers(scope)
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
-    elif scope["type"] == "http" and _is_stream_request(scope):
+    elif scope["type"] == "http":
+        await _http(scope, receive, send)
+    # websockets: not served
+
+
+async def _http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Dispatch, and a crash of this router before any response (Django
+    answers its own) as a JSON 500 rather than the server's plain text."""
+    started = False
+
+    async def tracking_send(event: dict[str, Any]) -> None:
+        nonlocal started
+        started = started or event["type"] == "http.response.start"
+        await send(event)
+
+    try:
+        apply_forwarded_headers(scope)
+        await _dispatch(scope, receive, tracking_send)
+    except Exception:
+        if started:
+            raise
+        logger.exception("unhandled error in the ASGI router")
+        await _error(send, 500, "internal_error", "An internal error occurred; it has been logged.")
+
+
+async def _dispatch(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if _is_stream_request(scope):
         await django_asgi(scope, receive, send)
-    elif scope["type"] == "http" and scope["method"] == "GET" and _STREAM_PATH.match(scope["path"]):
+    elif scope["method"] == "GET" and _STREAM_PATH.match(scope["path"]):
         # A stream request with a body would hold a pool thread for the stream's life.
         await _error(send, 400, "malformed_request", "An event stream request must not have a body.")
-    elif scope["type"] == "http":
+    else:
         await _PooledWsgi(django_wsgi)(scope, receive, send)
-    # websockets: not served

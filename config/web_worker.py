@@ -3,11 +3,11 @@ uvicorn's, with the server's own answers in the API's error shape.
 
 uvicorn answers a request its HTTP parser rejects (a Content-Length together
 with Transfer-Encoding, two Content-Lengths, a negative one, a NUL in a
-header...) with a ``text/plain`` "Invalid HTTP request received.", and an
-application crash before the response started with a ``text/plain`` 500.
-Here both are ``{"error": {"code", "message", "details", "request_id"}}``
-like every other error, with ``X-Request-ID``, and the log line carries the
-same id and the parser's reason.
+header...) with a ``text/plain`` "Invalid HTTP request received.". Here it
+is ``{"error": {"code", "message", "details", "request_id"}}`` like every
+other error, with ``X-Request-ID``, and the log line carries the same id and
+the parser's reason. (An application crash before the response started,
+uvicorn's other plain-text answer, is caught by the ASGI router itself.)
 
 uvicorn's own proxy-header handling is off: forwarded headers are believed
 only from ``TRUSTED_PROXIES``, which the ASGI router (``config/asgi.py``)
@@ -29,7 +29,7 @@ logger = logging.getLogger("mynah.http")
 
 
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol; what the server answers by itself is in
+    """uvicorn's httptools protocol; a request it cannot parse is answered in
     the API's error shape."""
 
     def data_received(self, data: bytes) -> None:
@@ -58,11 +58,6 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         lines += [name + b": " + value + b"\r\n" for name, value in [*self.server_state.default_headers, *headers]]
         self.transport.write(b"".join([*lines, b"\r\n", body]))
         self.transport.close()
-
-    async def send_500_response(self) -> None:
-        headers, body = raw_error_response(500, "internal_error", "An internal error occurred; it has been logged.")
-        await self.send({"type": "http.response.start", "status": 500, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class MynahUvicornWorker(UvicornWorker):

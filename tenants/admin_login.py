@@ -15,7 +15,9 @@ from django.shortcuts import render
 from audit.services import audit_record
 
 
-def lockout_response(request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict[str, Any] | None = None) -> HttpResponse:
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict[str, Any] | None = None
+) -> HttpResponse:
     """``AXES_LOCKOUT_CALLABLE``: 429 with Retry-After, in the admin's look.
     Every attempt while locked out restarts the cool-off, so the wait is
     always the whole of it from now."""

@@ -10,7 +10,7 @@ import pytest
 from django.core.signals import request_finished
 
 from audit.models import AuditEvent
-from config.asgi import apply_forwarded_headers, application
+from config.asgi import application, apply_forwarded_headers
 
 
 def _call(
@@ -201,3 +201,17 @@ def test_the_client_address_in_the_app_follows_the_trusted_proxy_rule(settings):
     assert _call("GET", "/v1/jobs", spoofed, client=("10.0.0.2", 1))[0] == 401
     addresses = set(AuditEvent.objects.filter(action="auth.failure").values_list("ip", flat=True))
     assert addresses == {"203.0.113.50", "192.0.2.44"}
+
+
+def test_a_crash_of_the_router_is_a_json_500(monkeypatch):
+    """uvicorn would answer a plain-text 500; the router answers in the shape."""
+    import config.asgi
+
+    async def broken(self, scope, receive, send) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(config.asgi._PooledWsgi, "__call__", broken)
+    status, headers, body = _call("GET", "/healthz")
+    assert status == 500 and headers[b"content-type"] == b"application/json"
+    error = json.loads(body)["error"]
+    assert error["code"] == "internal_error" and error["request_id"] == headers[b"x-request-id"].decode()

@@ -65,7 +65,13 @@ def edge(tmp_path_factory) -> Iterator[Edge]:
     broken = {
         "http": {
             "routers": {
-                "broken": {"rule": "PathPrefix(`/broken`)", "priority": 1000, "entryPoints": ["web"], "service": "broken", "middlewares": ["mynah-edge-errors"]}
+                "broken": {
+                    "rule": "PathPrefix(`/broken`)",
+                    "priority": 1000,
+                    "entryPoints": ["web"],
+                    "service": "broken",
+                    "middlewares": ["mynah-edge-errors"],
+                }
             },
             "services": {"broken": {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{free_port()}"}]}}},
         }
@@ -98,7 +104,10 @@ def test_the_app_sees_each_client_through_the_proxy_and_no_forged_address(edge):
     statuses = []
     for n in range(FAILURE_LIMIT + 3):
         status, headers, body = edge.request(
-            "GET", "/v1/usage", headers={"Authorization": f"Bearer guess{n}.secret", "X-Forwarded-For": f"192.0.2.{n + 1}"}, source="127.0.0.7"
+            "GET",
+            "/v1/usage",
+            headers={"Authorization": f"Bearer guess{n}.secret", "X-Forwarded-For": f"192.0.2.{n + 1}"},
+            source="127.0.0.7",
         )
         statuses.append(status)
     assert statuses == [401] * FAILURE_LIMIT + [429] * 3

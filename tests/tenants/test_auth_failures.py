@@ -42,7 +42,10 @@ def test_an_address_gets_the_limit_of_401s_then_429_with_retry_after(limit, api)
     assert 1 <= int(refused["Retry-After"]) <= 3600 // limit
     # Malformed headers and keys count as failures too.
     other = next(_addresses)
-    statuses = [client.get("/v1/usage", REMOTE_ADDR=other, HTTP_AUTHORIZATION=value).status_code for value in ["Basic x", "Bearer nodot", "Bearer a b"] * 2]
+    statuses = [
+        client.get("/v1/usage", REMOTE_ADDR=other, HTTP_AUTHORIZATION=value).status_code
+        for value in ["Basic x", "Bearer nodot", "Bearer a b"] * 2
+    ]
     assert statuses == [401] * limit + [429] * 2
 
 
