@@ -10,7 +10,10 @@ from core.logging import json_logging_config
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn's worker with the server's own errors (malformed HTTP, a crash
+# before the response) in the API's error shape, and without uvicorn's proxy
+# headers: config/asgi.py believes them only from TRUSTED_PROXIES.
+worker_class = "config.web_worker.MynahUvicornWorker"
 timeout = 60
 graceful_timeout = 20
 keepalive = 5

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # admin login brute-force protection
     "rest_framework",
     "rest_framework_api_key",
     "core",  # before django_dramatiq: its rundramatiq (JSON logs in the master too) wins
@@ -54,6 +57,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.middleware.ContentSecurityPolicyMiddleware",
+    # Last: answers a locked-out admin login (django-axes).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -90,6 +96,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The admin login (the only password login) counts failures with django-axes.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -151,6 +160,17 @@ elif STORAGE != "local":
 
 # --- Web: threads per web process for regular (non-streaming) requests.
 WEB_THREADS = env_int("WEB_THREADS", 8)
+
+# --- Edge. Peers (CIDRs) whose X-Forwarded-For and X-Forwarded-Proto are
+# believed (config/asgi.py): the proxies in front of the web instances.
+# Empty (the default): nobody's, clients connect directly (`make run`). The
+# local cluster sets loopback; Kubernetes and compose set their networks.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _network in TRUSTED_PROXIES:
+    try:
+        ip_network(_network, strict=False)
+    except ValueError:
+        raise ValueError(f"TRUSTED_PROXIES: {_network!r} is not an address or CIDR network") from None
 
 # --- Request limits: JSON bodies are small; uploads get their own limits.
 # No request body may exceed this (checked while it arrives, before Django).
@@ -329,6 +349,27 @@ TENANT_MAX_WEBHOOKS_IN_FLIGHT = env_int("TENANT_MAX_WEBHOOKS_IN_FLIGHT", 4)
 
 # Failed authentications are audited at most once per client address and key prefix per interval.
 AUDIT_AUTH_FAILURE_INTERVAL_S = env_int("AUDIT_AUTH_FAILURE_INTERVAL_S", 60)
+# Failed API authentications per client address: this many at once, then this
+# many per window; past that the address gets 429 rate_limited (Retry-After)
+# on every request carrying a key. 0 disables the limit.
+AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
+AUTH_FAILURE_WINDOW_S = env_int("AUTH_FAILURE_WINDOW_S", 60)
+
+# --- Admin login (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failures from
+# one address, or for one username, further attempts get 429 for
+# ADMIN_LOGIN_COOLOFF_S (each failure while locked restarts it); lockouts are
+# audited (admin.login_locked_out). Staff see attempts in the admin (Axes)
+# and lift a lockout there or with `manage.py axes_reset`.
+ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+ADMIN_LOGIN_COOLOFF_S = env_int("ADMIN_LOGIN_COOLOFF_S", 15 * 60)
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=ADMIN_LOGIN_COOLOFF_S)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one locks
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.context.client_ip"  # REMOTE_ADDR, after TRUSTED_PROXIES
+AXES_LOCKOUT_CALLABLE = "tenants.admin_login.lockout_response"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_VERBOSE = False  # no banner in every manage.py command; failures are still logged
 
 # Dedup reuses a finished output only if it is kept at least this much longer.
 DEDUP_MIN_RESULT_LIFETIME_S = env_int("DEDUP_MIN_RESULT_LIFETIME_S", 24 * 3600)

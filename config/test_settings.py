@@ -30,3 +30,4 @@ DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="mynah-
 # Generous limits; the tests of limits set their own.
 TENANT_RATE_LIMIT_PER_MINUTE = 1_000_000
 TENANT_KEY_RATE_LIMIT_PER_MINUTE = 1_000_000
+AUTH_FAILURE_LIMIT = 1_000_000

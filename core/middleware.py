@@ -39,9 +39,26 @@ class RequestIdMiddleware:
         return response
 
 
+def request_body_limit(path: str) -> tuple[int, str, str]:
+    """The most bytes a request body to ``path`` may have, with the error
+    code and message past it. The ASGI router (config/asgi.py) applies it
+    while the body arrives, chunked or not; BodySizeLimitMiddleware to the
+    declared Content-Length (the WSGI path, tests)."""
+    if path.startswith("/v1/"):
+        upload_limit = settings.UPLOAD_BODY_LIMITS.get(path)
+        if upload_limit is not None:
+            # Far over the file limit: refused before the file is read.
+            return upload_limit, "file_too_large", f"The upload exceeds {upload_limit} bytes."
+        limit = settings.MAX_JSON_BODY_BYTES
+    else:
+        limit = settings.MAX_REQUEST_BODY_BYTES
+    return limit, "payload_too_large", f"Request body exceeds {limit} bytes."
+
+
 class BodySizeLimitMiddleware:
     """Rejects API bodies whose declared size exceeds the limit before reading
-    them (413). Bodies without a Content-Length are capped by the parser."""
+    them (413). Under the ASGI server, bodies without a Content-Length
+    (chunked) are counted while they arrive, and given one once read."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -52,14 +69,43 @@ class BodySizeLimitMiddleware:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 return error_response(400, "invalid_content_length", "Content-Length is not a number.")
-            upload_limit = settings.UPLOAD_BODY_LIMITS.get(request.path)
-            if upload_limit is not None and length > upload_limit:
-                # Far over the file limit: refused before a byte is read.
-                return error_response(413, "file_too_large", f"The upload exceeds {upload_limit} bytes.", {"limit_bytes": upload_limit})
-            limit = settings.MAX_JSON_BODY_BYTES
-            if upload_limit is None and length > limit:
-                return error_response(413, "payload_too_large", f"Request body exceeds {limit} bytes.", {"limit_bytes": limit})
+            limit, code, message = request_body_limit(request.path)
+            if length > limit:
+                return error_response(413, code, message, {"limit_bytes": limit})
         return self.get_response(request)
+
+
+# The pages this server renders (admin, operations dashboard, API docs) load
+# only their own scripts and styles: Django's admin has no inline script or
+# style, the dashboard's Chart.js is vendored, Swagger UI comes from the
+# sidecar wheel with its init script served as a file (SpectacularSwaggerSplitView).
+# data: images are Swagger UI's icons. Media may come from object storage's
+# presigned URLs (the admin's players, like the playground's).
+_PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self' data:; "
+    "media-src 'self'{media}; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def page_content_security_policy() -> str:
+    from core.storage import storage_is_local
+
+    return _PAGE_CSP.format(media="" if storage_is_local() else " https: http:")
+
+
+class ContentSecurityPolicyMiddleware:
+    """A Content-Security-Policy on every HTML page that has none of its own
+    (the playground sets a stricter one)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response and response.get("Content-Type", "").startswith("text/html"):
+            response["Content-Security-Policy"] = page_content_security_policy()
+        return response
 
 
 class RateLimitHeadersMiddleware:

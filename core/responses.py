@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any
 
 from django.http import JsonResponse
@@ -13,6 +15,24 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JsonResponse:
     return JsonResponse(error_body(code, message, details), status=status)
+
+
+def raw_error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of an error answered outside Django (the ASGI router
+    before the body is read, the HTTP server for a request it cannot
+    parse), in the same shape, with a fresh request id. The connection is
+    closed after it."""
+    request_id = uuid.uuid4().hex
+    body = json.dumps({"error": {"code": code, "message": message, "details": details or {}, "request_id": request_id}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"connection", b"close"),
+    ]
+    return headers, body
 
 
 def iso(value: Any) -> str | None:

@@ -42,17 +42,26 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ready"})
 
 
+# What the edge's own answers mean, in the API's words. Only Traefik makes
+# these statuses: the app itself never answers 502 or 504 (and its own 503s,
+# e.g. a database outage, keep their JSON body: 503 is not intercepted).
+_EDGE_ERRORS = {
+    429: ("rate_limited", "Too many requests from this address; retry after the Retry-After delay.", {"limit": "edge"}),
+    502: ("bad_gateway", "The proxy could not get an answer from the API; retry (with the same Idempotency-Key for a submit).", {}),
+    504: ("gateway_timeout", "The API did not answer the proxy in time; retry (with the same Idempotency-Key for a submit).", {}),
+}
+
+
 def edge_error(request: HttpRequest, status: int) -> JsonResponse:
-    """The body Traefik's ``errors`` middleware puts on the proxy's own 429
-    (platform/traefik/dynamic/middlewares.yml), so a client that trips the
-    edge limit sees the API's error shape. The page replaces the proxy's
-    headers, Retry-After included: one second always suffices, since the
-    limit is per second."""
-    if status != 429:
+    """The body Traefik's ``errors`` middleware puts on the proxy's own 429,
+    502 and 504 (platform/traefik/dynamic/middlewares.yml), so a client
+    sees the API's error shape there too. The page replaces the proxy's
+    headers, Retry-After included: one second always suffices for the
+    limit, which is per second, and is a sane first backoff for the rest."""
+    if status not in _EDGE_ERRORS:
         return not_found(request)
-    response = error_response(
-        429, "rate_limited", "Too many requests from this address; retry after the Retry-After delay.", {"limit": "edge"}
-    )
+    code, message, details = _EDGE_ERRORS[status]
+    response = error_response(status, code, message, details)
     response["Retry-After"] = "1"
     return response
 

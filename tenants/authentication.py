@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from audit.services import auth_failure_record
+from audit.services import audit_record, auth_failure_record
+from core.context import client_ip
 from core.errors import ApplicationError
+from core.redis import redis_client
 from tenants.models import ApiKey, Tenant
+from tenants.ratelimit import rate_limit_check
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,15 @@ class ApiKeyAuthentication(BaseAuthentication):
         parts = get_authorization_header(request).split()
         if not parts:
             return None  # -> 401 missing_api_key from IsAuthenticated
+        ip = client_ip(request)
+        auth_failures_check(ip)
+        try:
+            return self._authenticate(parts, request)
+        except exceptions.AuthenticationFailed:
+            auth_failure_charge(ip)
+            raise
+
+    def _authenticate(self, parts: list[bytes], request: Request) -> tuple[ApiClient, ApiKey]:
         if parts[0].lower() != self.keyword or len(parts) != 2:
             auth_failure_record(request=request, prefix="", reason="malformed_authorization")
             raise exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <api key>'.")
@@ -90,3 +103,65 @@ class ApiKeyAuthentication(BaseAuthentication):
         if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
             api_key.last_used_at = now
+
+
+# --- Failed authentications per client address (GCRA in Redis, as the
+# tenant rate limits): AUTH_FAILURE_LIMIT failures, then one more per
+# AUTH_FAILURE_WINDOW_S / AUTH_FAILURE_LIMIT. Past that, every request from
+# the address that carries a key is refused with 429 before the key is even
+# looked up, so a guesser cannot tell a good key from a bad one. Successful
+# requests cost nothing from the bucket, and each address has its own.
+
+
+def _failure_bucket(ip: str) -> dict[str, int]:
+    return {f"auth-failures:{ip}": settings.AUTH_FAILURE_LIMIT}
+
+
+def _blocked(retry_after_s: int) -> ApplicationError:
+    return ApplicationError(
+        "rate_limited",
+        "Too many failed authentications from this address; retry after the Retry-After delay.",
+        status=429,
+        details={"limit": "authentication_failures", "failures": settings.AUTH_FAILURE_LIMIT, "window_s": settings.AUTH_FAILURE_WINDOW_S},
+        retry_after_s=retry_after_s,
+    )
+
+
+def auth_failures_check(ip: str | None) -> None:
+    """Refuse (429) an address that used up its failures; costs nothing."""
+    if ip is None or settings.AUTH_FAILURE_LIMIT <= 0:
+        return
+    decision = rate_limit_check(buckets=_failure_bucket(ip), period_s=settings.AUTH_FAILURE_WINDOW_S, charge=False)
+    if decision is not None and not decision.allowed:
+        raise _blocked(decision.retry_after_s)
+
+
+def auth_failure_charge(ip: str | None) -> None:
+    """Count one failure; the one that finds the bucket empty (concurrent
+    failures passed the check together) is answered 429 instead of 401, so
+    an address gets at most the limit of 401s, whatever its concurrency.
+    The failure that uses the last one blocks the address: audited, at most
+    once per address and window."""
+    if ip is None or settings.AUTH_FAILURE_LIMIT <= 0:
+        return
+    decision = rate_limit_check(buckets=_failure_bucket(ip), period_s=settings.AUTH_FAILURE_WINDOW_S)
+    if decision is None:
+        return
+    if decision.remaining == 0:
+        _block_audit(ip)
+    if not decision.allowed:
+        raise _blocked(decision.retry_after_s)
+
+
+def _block_audit(ip: str) -> None:
+    try:
+        first = redis_client().set(f"mynah:audit-auth-block:{ip}", 1, nx=True, ex=settings.AUTH_FAILURE_WINDOW_S)
+    except redis.RedisError:
+        first = True
+    if first:
+        audit_record(
+            action="auth.address_blocked",
+            actor="anonymous",
+            ip=ip,
+            metadata={"failures": settings.AUTH_FAILURE_LIMIT, "window_s": settings.AUTH_FAILURE_WINDOW_S},
+        )

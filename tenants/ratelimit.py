@@ -20,7 +20,8 @@ from core.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
-# KEYS: bucket keys. ARGV: period in microseconds, then one limit per key.
+# KEYS: bucket keys. ARGV: period in microseconds, 1 to charge an admitted
+# request (0 only asks whether one would be admitted), then one limit per key.
 # Times are integer microseconds; flooring the stored time errs by < 1 us
 # per request, never rounding a burst of ``limit`` down to ``limit - 1``.
 # Returns {allowed, remaining (of the tightest bucket), its limit,
@@ -29,10 +30,11 @@ _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])  -- microseconds (exact in a double)
 local period = tonumber(ARGV[1])
+local charge = ARGV[2] == '1'
 local tats, intervals = {}, {}
 local retry_after = 0
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
+  local limit = tonumber(ARGV[i + 2])
   local interval = period / limit
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
@@ -43,9 +45,9 @@ end
 local allowed = retry_after == 0 and 1 or 0
 local remaining, tight_limit, reset = nil, 0, 0
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
+  local limit = tonumber(ARGV[i + 2])
   local tat = tats[i]
-  if allowed == 1 then
+  if allowed == 1 and charge then
     tat = tat + intervals[i]
     redis.call('SET', key, string.format('%d', math.floor(tat)), 'PX', math.ceil(period / 1000) + 1000)
   end
@@ -83,14 +85,15 @@ def _script() -> redis.commands.core.Script:
     return _registered[1]
 
 
-def rate_limit_check(*, buckets: dict[str, int], period_s: float = 60.0) -> Decision | None:
+def rate_limit_check(*, buckets: dict[str, int], period_s: float = 60.0, charge: bool = True) -> Decision | None:
     """Charge one request to every bucket (name -> limit per period) if all
-    have room. None when Redis is unavailable: the API fails open (logged)
-    rather than refusing every customer because a cache is down."""
+    have room; with ``charge=False`` only say whether one would be admitted.
+    None when Redis is unavailable: the API fails open (logged) rather than
+    refusing every customer because a cache is down."""
     names = list(buckets)
     try:
         allowed, remaining, limit, reset_ms, retry_ms = _script()(
-            keys=[f"mynah:rl:{name}" for name in names], args=[int(period_s * 1_000_000), *buckets.values()]
+            keys=[f"mynah:rl:{name}" for name in names], args=[int(period_s * 1_000_000), int(charge), *buckets.values()]
         )
     except redis.RedisError:
         logger.warning("rate limiter unavailable; admitting the request")

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from django.core.signals import request_finished
 
-from config.asgi import application
+from audit.models import AuditEvent
+from config.asgi import application, apply_forwarded_headers
 
 
-def _call(method: str, path: str, headers: list[tuple[bytes, bytes]] = (), body: bytes = b"") -> tuple[int, dict, bytes]:
+def _call(
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]] = (),
+    body: bytes = b"",
+    *,
+    chunks: list[bytes] | None = None,
+    client: tuple[str, int] = ("127.0.0.1", 1),
+    scope_out: dict | None = None,
+) -> tuple[int, dict, bytes]:
+    """One request through the ASGI application; ``chunks``: the body in
+    several ``http.request`` events, as a chunked upload arrives."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -23,11 +36,16 @@ def _call(method: str, path: str, headers: list[tuple[bytes, bytes]] = (), body:
         "query_string": b"",
         "root_path": "",
         "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1),
+        "client": client,
         "server": ("127.0.0.1", 80),
     }
+    if scope_out is not None:
+        scope_out["scope"] = scope
     messages: list[dict] = []
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    parts = chunks if chunks is not None else [body]
+    pending = [{"type": "http.request", "body": part, "more_body": index < len(parts) - 1} for index, part in enumerate(parts)]
+    if scope_out is not None:
+        scope_out["pending"] = pending  # what the application left unread
 
     async def receive() -> dict:
         if pending:
@@ -79,3 +97,121 @@ def test_head_on_an_event_stream_is_405(api):
     key = api.raw_key.encode()
     status, _, _body = _call("HEAD", "/v1/jobs/00000000-0000-0000-0000-000000000000/events", [(b"authorization", b"Bearer " + key)])
     assert status == 405
+
+
+# --- Chunked bodies (Transfer-Encoding: chunked, no Content-Length)
+CHUNKED = [(b"transfer-encoding", b"chunked"), (b"content-type", b"application/json")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_json_body_is_read_whole_and_submits_the_job(api, stub_broker):
+    payload = json.dumps({"text": "Chunked bodies are read, not taken for empty.", "engine": "espeak"}).encode()
+    chunks = [payload[:10], payload[10:25], payload[25:]]
+    headers = [*CHUNKED, (b"authorization", b"Bearer " + api.raw_key.encode())]
+    status, _, body = _call("POST", "/v1/tts", headers, chunks=chunks)
+    assert status == 202, body
+    assert json.loads(body)["input"]["text"] == "Chunked bodies are read, not taken for empty."
+
+
+def test_a_chunked_body_over_the_route_limit_is_refused_while_it_arrives(settings):
+    settings.MAX_JSON_BODY_BYTES = 4096
+    seen: dict = {}
+    chunks = [b"x" * 1024] * 100  # 100 KiB announced by nothing
+    status, headers, body = _call("POST", "/v1/tts", CHUNKED, chunks=chunks, scope_out=seen)
+    assert status == 413
+    error = json.loads(body)["error"]
+    assert error["code"] == "payload_too_large" and error["details"] == {"limit_bytes": 4096}
+    assert headers[b"x-request-id"].decode() == error["request_id"]
+    assert len(seen["pending"]) >= 90  # refused after the limit, not after the whole body
+
+
+def test_a_chunked_upload_over_its_limit_is_file_too_large(settings):
+    settings.UPLOAD_BODY_LIMITS = {**settings.UPLOAD_BODY_LIMITS, "/v1/voices": 2048}
+    status, _, body = _call("POST", "/v1/voices", [(b"transfer-encoding", b"chunked")], chunks=[b"y" * 1024] * 10)
+    assert status == 413 and json.loads(body)["error"]["code"] == "file_too_large"
+
+
+def test_a_declared_length_over_the_route_limit_is_refused_before_reading(settings):
+    settings.MAX_JSON_BODY_BYTES = 4096
+    seen: dict = {}
+    status, _, body = _call("POST", "/v1/tts", [(b"content-length", b"5000")], chunks=[b"x" * 1000] * 5, scope_out=seen)
+    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
+    assert len(seen["pending"]) == 5  # not a byte read
+
+
+# --- Forwarded headers: believed from TRUSTED_PROXIES only
+def _scope(peer: str, *headers: tuple[bytes, bytes]) -> dict:
+    return {"type": "http", "scheme": "http", "client": (peer, 5000), "headers": [(b"host", b"api"), *headers]}
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_dropped(settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    scope = _scope("203.0.113.9", (b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-proto", b"https"), (b"x-real-ip", b"6.6.6.6"))
+    apply_forwarded_headers(scope)
+    assert scope["client"] == ("203.0.113.9", 5000) and scope["scheme"] == "http"
+    assert scope["headers"] == [(b"host", b"api")]
+
+
+def test_by_default_no_peer_is_trusted_not_even_loopback(settings):
+    settings.TRUSTED_PROXIES = []
+    scope = _scope("127.0.0.1", (b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-proto", b"https"))
+    apply_forwarded_headers(scope)
+    assert scope["client"] == ("127.0.0.1", 5000) and scope["scheme"] == "http"
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "client"),
+    [
+        (b"198.51.100.7", "198.51.100.7"),
+        # A client's own X-Forwarded-For is on the left: the proxy appended the real peer.
+        (b"6.6.6.6, 198.51.100.7", "198.51.100.7"),
+        # Two trusted hops: the right-most address that is not a proxy.
+        (b"6.6.6.6, 198.51.100.7, 10.1.2.3", "198.51.100.7"),
+        (b"[2001:db8::5]:4711, 10.1.2.3", "2001:db8::5"),
+        (b"198.51.100.7:4711", "198.51.100.7"),
+        # Garbage stops the walk at the last hop that made sense.
+        (b"198.51.100.7, unknown, 10.1.2.3", "10.1.2.3"),
+        (b"unknown", "10.9.9.9"),
+    ],
+)
+def test_a_trusted_proxy_tells_the_client_and_the_scheme(settings, forwarded_for, client):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
+    scope = _scope("10.9.9.9", (b"x-forwarded-for", forwarded_for), (b"x-forwarded-proto", b"https"))
+    apply_forwarded_headers(scope)
+    assert scope["client"][0] == client
+    assert scope["scheme"] == "https"
+
+
+def test_a_trusted_proxy_cannot_set_an_odd_scheme(settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    scope = _scope("10.9.9.9", (b"x-forwarded-proto", b"javascript"))
+    apply_forwarded_headers(scope)
+    assert scope["scheme"] == "http"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("redis_url")
+def test_the_client_address_in_the_app_follows_the_trusted_proxy_rule(settings):
+    """Through the whole application: the audited address of a failed
+    authentication is the peer, unless the peer is a trusted proxy."""
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    bad_key = [(b"authorization", b"Bearer " + f"nope{uuid.uuid4().hex[:8]}.secret".encode())]
+    spoofed = [*bad_key, (b"x-forwarded-for", b"192.0.2.44")]
+    assert _call("GET", "/v1/jobs", spoofed, client=("203.0.113.50", 1))[0] == 401
+    assert _call("GET", "/v1/jobs", spoofed, client=("10.0.0.2", 1))[0] == 401
+    addresses = set(AuditEvent.objects.filter(action="auth.failure").values_list("ip", flat=True))
+    assert addresses == {"203.0.113.50", "192.0.2.44"}
+
+
+def test_a_crash_of_the_router_is_a_json_500(monkeypatch):
+    """uvicorn would answer a plain-text 500; the router answers in the shape."""
+    import config.asgi
+
+    async def broken(self, scope, receive, send) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(config.asgi._PooledWsgi, "__call__", broken)
+    status, headers, body = _call("GET", "/healthz")
+    assert status == 500 and headers[b"content-type"] == b"application/json"
+    error = json.loads(body)["error"]
+    assert error["code"] == "internal_error" and error["request_id"] == headers[b"x-request-id"].decode()

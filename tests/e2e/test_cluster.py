@@ -220,7 +220,8 @@ def _routes(port: int) -> bool:
     return http_status(f"http://127.0.0.1:{port}/healthz") == 200
 
 
-def test_edge_error_page_only_serves_429(client):
-    assert client.get("/edge-error/429").status_code == 429
-    response = client.get("/edge-error/500")
+def test_edge_error_page_serves_only_the_proxys_statuses(client):
+    assert [client.get(f"/edge-error/{status}").status_code for status in (429, 502, 504)] == [429, 502, 504]
+    assert client.get("/edge-error/502").json()["error"]["code"] == "bad_gateway"
+    response = client.get("/edge-error/503")  # the app's own 503s keep their body
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"

@@ -78,7 +78,7 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
             raw_key = self._demo_key()
             web_ports = [free_port() for _ in range(web_instances)] if traefik else [port]
-            self._start_app(supervisor, port, web_ports, worker_processes, worker_threads, worker_replicas)
+            self._start_app(supervisor, port, web_ports, worker_processes, worker_threads, worker_replicas, behind_proxy=traefik)
             for web_port in web_ports:
                 self._wait_for_web(web_port, supervisor)
             if traefik:
@@ -116,7 +116,9 @@ class Command(BaseCommand):
         call_command("create_api_key", DEMO_TENANT, "--name", DEMO_KEY_NAME, "--replace", stdout=out)
         return out.getvalue().strip().splitlines()[-1]  # the key is the last line
 
-    def _start_app(self, supervisor: Supervisor, port: int, web_ports: list[int], processes: int, threads: int, replicas: int) -> None:
+    def _start_app(
+        self, supervisor: Supervisor, port: int, web_ports: list[int], processes: int, threads: int, replicas: int, *, behind_proxy: bool
+    ) -> None:
         # Every process writes its metric samples here; /metrics adds them up.
         metrics_dir = settings.VAR_DIR / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the processes
@@ -144,8 +146,13 @@ class Command(BaseCommand):
             ]
             specs += [ProcessSpec(_numbered(name, i, replicas), argv, {**worker_env, **pool_env}) for i in range(replicas)]
         web_argv = [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "config/gunicorn.conf.py"]
+        web_env = {**env}
+        if behind_proxy:
+            # The local Traefik connects from loopback: believe its
+            # X-Forwarded-For (the client's address) and X-Forwarded-Proto.
+            web_env["TRUSTED_PROXIES"] = os.environ.get("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
         specs += [
-            ProcessSpec(_numbered("web", i, len(web_ports)), web_argv, {**env, "PORT": str(web_port)})
+            ProcessSpec(_numbered("web", i, len(web_ports)), web_argv, {**web_env, "PORT": str(web_port)})
             for i, web_port in enumerate(web_ports)
         ]
         for spec in specs:
