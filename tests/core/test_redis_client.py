@@ -58,7 +58,9 @@ def test_a_voice_wait_builds_one_client_not_one_per_turn_of_its_loop(constructio
     started = time.monotonic()
     waited = services.voice_wait_analyzed(voice=voice, timeout_s=2.5)  # no worker: it waits it out, in turns
     assert waited.status == "processing" and time.monotonic() - started >= 2.5
-    assert len(constructions) == 1, constructions
+    # One client per purpose (the waiting-slot script, the blocking read for
+    # the notice), each built once however many turns the loop took.
+    assert len(constructions) == len(set(constructions)) <= 2, constructions
 
 
 @pytest.mark.django_db
