@@ -28,7 +28,7 @@ from core.fields import (
     StrictSerializer,
 )
 from core.idempotency import idempotent
-from core.pagination import NewestFirstCursorPagination
+from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
 from core.schema import page_of
 from core.storage import storage_is_local, stored_file_response
 from engines.audio.io import FORMATS
@@ -231,7 +231,7 @@ class JobListApi(APIView):
 
     @extend_schema(
         operation_id="jobs_list",
-        parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
         responses=page_of(JobSerializer, "JobPage"),
     )
     def get(self, request: ApiRequest) -> Response:

@@ -229,11 +229,13 @@ def test_deeply_nested_json_is_400(api):
     _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
 
 
-def test_tampered_cursor_is_404_not_500(api):
+def test_tampered_cursor_is_400_naming_the_field_not_500(api):
     import base64
     from urllib.parse import urlencode
 
     for position in ("notadate", "2026-13-45T99:99:99"):
         cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
-        _assert_error(api.get("/v1/jobs", {"cursor": cursor}), 404, "not_found")
-    _assert_error(api.get("/v1/jobs", {"cursor": "!!garbage!!"}), 404, "not_found")
+        error = _assert_error(api.get("/v1/jobs", {"cursor": cursor}), 400, "validation_error")
+        assert "cursor" in error["details"]["fields"]
+    error = _assert_error(api.get("/v1/jobs", {"cursor": "!!garbage!!"}), 400, "validation_error")
+    assert "cursor" in error["details"]["fields"]
