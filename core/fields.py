@@ -10,9 +10,11 @@ from typing import Any
 
 from rest_framework import serializers
 
-# Printable text only: tabs and newlines are fine, other control characters
-# (and lone surrogates) are not.
-_FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Printable text only: tab, line feed and carriage return are fine; the other
+# control characters (Unicode category Cc: C0, DEL and C1, which includes
+# U+0085 NEL and U+009B, the 8-bit CSI of terminal escapes) and lone
+# surrogates are not.
+_FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class StrictCharField(serializers.CharField):
