@@ -3,7 +3,6 @@ return a representation."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -103,26 +102,6 @@ class TtsCreateApi(APIView):
         return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
 
-class MetadataJsonField(MetadataField):
-    """Metadata in a multipart form: a JSON object as text."""
-
-    default_error_messages = {**MetadataField.default_error_messages, "not_json": "Metadata must be a JSON object."}
-
-    def get_value(self, dictionary: Any) -> Any:
-        # A form field holding JSON, not DRF's "metadata.key" form convention.
-        return dictionary.get(self.field_name, serializers.empty)
-
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                self.fail("not_json")
-        if not isinstance(data, dict):
-            self.fail("not_json")
-        return super().to_internal_value(data)
-
-
 _DEFAULTS = services.TALKING_HEAD_DEFAULTS
 
 
@@ -159,7 +138,7 @@ class TalkingHeadCreateApi(APIView):
         duration = serializers.CharField(
             required=False, help_text="Not accepted: the duration is read from the audio (refused with a field error)"
         )
-        metadata = MetadataJsonField(required=False, default=dict, help_text="A JSON object, echoed on the job")
+        metadata = MetadataField(required=False, default=dict, help_text="A JSON object (in a form: its JSON text), echoed on the job")
         priority = serializers.ChoiceField(choices=Job.Priority.choices, default=Job.Priority.NORMAL)
         cache = serializers.BooleanField(default=True, help_text="false: always render, even for a repeated request")
         webhook_url = StrictCharField(required=False, max_length=2000)

@@ -227,6 +227,15 @@ def test_hostile_metadata_is_400_not_500(api, body):
 def test_deeply_nested_json_is_400(api):
     body = '{"text": "hi", "metadata": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
     _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
+    # Just under the depth where Python's own recursion gives out: still a clean 400.
+    for depth in (500, 900, 950, 990):
+        body = '{"text": "hi", "webhook_events": ' + "[" * depth + "]" * depth + "}"
+        _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
+    # Metadata may nest 16 levels; deeper is a field error.
+    deep = '{"text": "hi", "metadata": ' + '{"a":' * 17 + "1" + "}" * 17 + "}"
+    error = _assert_error(api.post("/v1/tts", deep, content_type="application/json"), 400, "validation_error")
+    assert error["details"]["fields"]["metadata"][0]["code"] == "too_deep"
+    assert Job.objects.count() == 0
 
 
 def test_tampered_cursor_is_400_naming_the_field_not_500(api):
