@@ -12,6 +12,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -67,6 +68,9 @@ class TtsCreateApi(APIView):
         webhook_events = serializers.ListField(
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
         )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            return _webhook_fields_check(attrs)
 
     @extend_schema(
         request=InputSerializer,
@@ -157,7 +161,7 @@ class TalkingHeadCreateApi(APIView):
             for name in ("voice_id", "language", "tts_engine"):
                 if name in attrs and "text" not in attrs:
                     raise serializers.ValidationError({name: ["Only with text (it sets up the speech stage)."]})
-            return attrs
+            return _webhook_fields_check(attrs)
 
     @extend_schema(
         operation_id="talking_head_create",
@@ -194,6 +198,15 @@ class TalkingHeadCreateApi(APIView):
         )
         location = reverse("jobs:detail", args=[job.id])
         return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+
+def _webhook_fields_check(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``webhook_events`` choose what goes to ``webhook_url``: alone they would
+    be silently ignored, so they are refused."""
+    if "webhook_events" in attrs and not attrs.get("webhook_url"):
+        message = "Only with webhook_url: these are the events sent there."
+        raise serializers.ValidationError({"webhook_events": [ErrorDetail(message, code="requires_webhook_url")]})
+    return attrs
 
 
 def _webhook(values: dict[str, Any]) -> services.WebhookTarget:

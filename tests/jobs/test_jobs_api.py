@@ -238,6 +238,12 @@ def test_deeply_nested_json_is_400(api):
     assert Job.objects.count() == 0
 
 
+def test_webhook_events_without_a_webhook_url_are_refused(api):
+    error = _assert_error(_submit(api, webhook_events=["job.succeeded"]), 400, "validation_error")
+    assert error["details"]["fields"]["webhook_events"][0]["code"] == "requires_webhook_url"
+    assert Job.objects.count() == 0
+
+
 def test_tampered_cursor_is_400_naming_the_field_not_500(api):
     import base64
     from urllib.parse import urlencode

@@ -222,6 +222,13 @@ def test_metadata_text_is_read_like_a_json_body(api, tmp_path, text):
     assert "metadata" in _error(response)["details"]["fields"]
 
 
+def test_webhook_events_without_a_webhook_url_are_refused(api, tmp_path):
+    response = _post(api, image=_image(), audio=_audio(tmp_path), webhook_events="job.succeeded")
+    assert response.status_code == 400, response.content
+    assert _error(response)["details"]["fields"]["webhook_events"][0]["code"] == "requires_webhook_url"
+    assert not Job.objects.exists()
+
+
 def test_audio_or_text_exactly_one(api, tmp_path):
     for fields in ({}, {"audio": _audio(tmp_path), "text": "Hi"}):
         response = _post(api, image=_image(), **fields)
