@@ -10,7 +10,7 @@ from django.http import FileResponse, HttpResponseRedirect, StreamingHttpRespons
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.parsers import MultiPartParser
@@ -51,6 +51,7 @@ def _represent(job: Job, request: Request) -> dict[str, Any]:
 
 
 class TtsCreateApi(APIView):
+    @extend_schema_serializer(component_name="TtsCreate")
     class InputSerializer(StrictSerializer):
         text = StrictCharField(max_length=settings.TTS_MAX_TEXT_CHARS)
         language = StrictCharField(required=False, max_length=35)
@@ -115,6 +116,8 @@ class TalkingHeadCreateApi(APIView):
 
     parser_classes = [MultiPartParser]
 
+    # ``duration`` is only there to be refused with a clear message: not in the schema.
+    @extend_schema_serializer(component_name="TalkingHeadCreate", exclude_fields=["duration"])
     class InputSerializer(StrictSerializer):
         image = serializers.FileField(allow_empty_file=True, help_text="Portrait: JPEG, PNG or WebP; at most 10 MB, 4096 px a side")
         audio = serializers.FileField(required=False, allow_empty_file=True, help_text="Speech, at most 120 s, any common format")
