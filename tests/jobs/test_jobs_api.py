@@ -227,10 +227,12 @@ def test_hostile_metadata_is_400_not_500(api, body):
 def test_deeply_nested_json_is_400(api):
     body = '{"text": "hi", "metadata": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
     _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
-    # Just under the depth where Python's own recursion gives out: still a clean 400.
-    for depth in (500, 900, 950, 990):
-        body = '{"text": "hi", "webhook_events": ' + "[" * depth + "]" * depth + "}"
-        _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
+    # Under the depth where Python's decoder gives out, the checks after it recursed
+    # too: metadata 500 levels deep was a 500. Now the reader refuses it.
+    for depth in (100, 500, 900, 950, 990):
+        for field in ("metadata", "webhook_events"):
+            body = '{"text": "hi", "' + field + '": {"a": ' + "[" * depth + "]" * depth + "}}"
+            _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
     # Metadata may nest 16 levels; deeper is a field error.
     deep = '{"text": "hi", "metadata": ' + '{"a":' * 17 + "1" + "}" * 17 + "}"
     error = _assert_error(api.post("/v1/tts", deep, content_type="application/json"), 400, "validation_error")
