@@ -8,11 +8,17 @@ import re
 import unicodedata
 from typing import Any
 
+from django.core.files.uploadedfile import UploadedFile
 from rest_framework import serializers
+from rest_framework.utils import html
 
-# Printable text only: tabs and newlines are fine, other control characters
-# (and lone surrogates) are not.
-_FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+from core.parsers import JsonTooDeep, deeper_than, json_text_parse
+
+# Printable text only: tab, line feed and carriage return are fine; the other
+# control characters (Unicode category Cc: C0, DEL and C1, which includes
+# U+0085 NEL and U+009B, the 8-bit CSI of terminal escapes) and lone
+# surrogates are not.
+_FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class StrictCharField(serializers.CharField):
@@ -46,18 +52,44 @@ def _has_forbidden_text(value: Any) -> bool:
 
 
 class MetadataField(serializers.DictField):
-    """Client metadata echoed back on the job: a small JSON object."""
+    """Client metadata echoed back on the job: a small JSON object. The one
+    place metadata is read: an object in a JSON body, or JSON text in a form
+    field (multipart), parsed by the same reader as JSON bodies."""
 
     MAX_BYTES = 4096
     MAX_KEYS = 32
+    MAX_DEPTH = 16  # levels of objects and arrays, the metadata object itself included
     default_error_messages = {
+        "not_a_dict": "Metadata must be a JSON object.",
+        "not_json": "Metadata must be a JSON object.",
+        "too_deep": f"Metadata may nest objects and arrays at most {MAX_DEPTH} levels deep.",
         "too_large": f"Metadata must encode to at most {MAX_BYTES} bytes of JSON.",
         "too_many_keys": f"Metadata may have at most {MAX_KEYS} keys.",
         "control_characters": "Metadata may not contain control characters.",
         "not_finite": "Metadata numbers must be finite.",
     }
 
+    def get_value(self, dictionary: Any) -> Any:
+        if html.is_html_input(dictionary):
+            # A form field holding JSON text, not DRF's "metadata.key" form convention.
+            value = dictionary.get(self.field_name, serializers.empty)
+            return _FormJson(value) if isinstance(value, str) else value
+        return super().get_value(dictionary)
+
     def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, _FormJson):
+            try:
+                data = json_text_parse(data, max_depth=self.MAX_DEPTH)
+            except JsonTooDeep:
+                self.fail("too_deep")
+            except ValueError:
+                self.fail("not_json")
+        elif isinstance(data, UploadedFile):
+            self.fail("not_json")
+        if not isinstance(data, dict):
+            self.fail("not_a_dict")
+        if deeper_than(data, self.MAX_DEPTH):  # a JSON body may nest up to MAX_JSON_DEPTH
+            self.fail("too_deep")
         value = super().to_internal_value(data)
         if len(value) > self.MAX_KEYS:
             self.fail("too_many_keys")
@@ -70,6 +102,10 @@ class MetadataField(serializers.DictField):
         if len(encoded) > self.MAX_BYTES:
             self.fail("too_large")
         return value
+
+
+class _FormJson(str):
+    """JSON text from a form field (a plain str in a JSON body is not metadata)."""
 
 
 class StrictSerializer(serializers.Serializer):

@@ -3,7 +3,6 @@ return a representation."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -11,8 +10,9 @@ from django.http import FileResponse, HttpResponseRedirect, StreamingHttpRespons
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -28,7 +28,7 @@ from core.fields import (
     StrictSerializer,
 )
 from core.idempotency import idempotent
-from core.pagination import NewestFirstCursorPagination
+from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
 from core.schema import page_of
 from core.storage import storage_is_local, stored_file_response
 from engines.audio.io import FORMATS
@@ -51,6 +51,7 @@ def _represent(job: Job, request: Request) -> dict[str, Any]:
 
 
 class TtsCreateApi(APIView):
+    @extend_schema_serializer(component_name="TtsCreate")
     class InputSerializer(StrictSerializer):
         text = StrictCharField(max_length=settings.TTS_MAX_TEXT_CHARS)
         language = StrictCharField(required=False, max_length=35)
@@ -68,6 +69,9 @@ class TtsCreateApi(APIView):
         webhook_events = serializers.ListField(
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
         )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            return _webhook_fields_check(attrs)
 
     @extend_schema(
         request=InputSerializer,
@@ -103,26 +107,6 @@ class TtsCreateApi(APIView):
         return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
 
-class MetadataJsonField(MetadataField):
-    """Metadata in a multipart form: a JSON object as text."""
-
-    default_error_messages = {**MetadataField.default_error_messages, "not_json": "Metadata must be a JSON object."}
-
-    def get_value(self, dictionary: Any) -> Any:
-        # A form field holding JSON, not DRF's "metadata.key" form convention.
-        return dictionary.get(self.field_name, serializers.empty)
-
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                self.fail("not_json")
-        if not isinstance(data, dict):
-            self.fail("not_json")
-        return super().to_internal_value(data)
-
-
 _DEFAULTS = services.TALKING_HEAD_DEFAULTS
 
 
@@ -132,6 +116,8 @@ class TalkingHeadCreateApi(APIView):
 
     parser_classes = [MultiPartParser]
 
+    # ``duration`` is only there to be refused with a clear message: not in the schema.
+    @extend_schema_serializer(component_name="TalkingHeadCreate", exclude_fields=["duration"])
     class InputSerializer(StrictSerializer):
         image = serializers.FileField(allow_empty_file=True, help_text="Portrait: JPEG, PNG or WebP; at most 10 MB, 4096 px a side")
         audio = serializers.FileField(required=False, allow_empty_file=True, help_text="Speech, at most 120 s, any common format")
@@ -159,7 +145,7 @@ class TalkingHeadCreateApi(APIView):
         duration = serializers.CharField(
             required=False, help_text="Not accepted: the duration is read from the audio (refused with a field error)"
         )
-        metadata = MetadataJsonField(required=False, default=dict, help_text="A JSON object, echoed on the job")
+        metadata = MetadataField(required=False, default=dict, help_text="A JSON object (in a form: its JSON text), echoed on the job")
         priority = serializers.ChoiceField(choices=Job.Priority.choices, default=Job.Priority.NORMAL)
         cache = serializers.BooleanField(default=True, help_text="false: always render, even for a repeated request")
         webhook_url = StrictCharField(required=False, max_length=2000)
@@ -178,7 +164,7 @@ class TalkingHeadCreateApi(APIView):
             for name in ("voice_id", "language", "tts_engine"):
                 if name in attrs and "text" not in attrs:
                     raise serializers.ValidationError({name: ["Only with text (it sets up the speech stage)."]})
-            return attrs
+            return _webhook_fields_check(attrs)
 
     @extend_schema(
         operation_id="talking_head_create",
@@ -217,6 +203,15 @@ class TalkingHeadCreateApi(APIView):
         return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
 
+def _webhook_fields_check(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``webhook_events`` choose what goes to ``webhook_url``: alone they would
+    be silently ignored, so they are refused."""
+    if "webhook_events" in attrs and not attrs.get("webhook_url"):
+        message = "Only with webhook_url: these are the events sent there."
+        raise serializers.ValidationError({"webhook_events": [ErrorDetail(message, code="requires_webhook_url")]})
+    return attrs
+
+
 def _webhook(values: dict[str, Any]) -> services.WebhookTarget:
     if not values.get("webhook_url"):
         return services.WebhookTarget()
@@ -231,7 +226,7 @@ class JobListApi(APIView):
 
     @extend_schema(
         operation_id="jobs_list",
-        parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
         responses=page_of(JobSerializer, "JobPage"),
     )
     def get(self, request: ApiRequest) -> Response:

@@ -59,7 +59,8 @@ async def job_event_stream(*, job_id: Any, last_event_id: str, base_url: str) ->
     try:
         yield "retry: 2000\n\n"
         last_progress: tuple[Any, ...] | None = None
-        if not last_event_id:
+        resuming = bool(last_event_id)
+        if not resuming:
             # The stream's end first, then the row: an event that lands in
             # between is read from the stream, never missed.
             try:
@@ -72,18 +73,26 @@ async def job_event_stream(*, job_id: Any, last_event_id: str, base_url: str) ->
                 return
             last_progress = (body["status"], body["progress"], body["stage"])
             yield _frame(events.STATUS, body, last_event_id)
+        # A reconnect (Last-Event-ID) first reads what is already there without
+        # waiting, then looks at the row: a client that resumes after the last
+        # event of a finished job (or after its stream expired) gets ``done``
+        # at once instead of waiting out a keepalive for an event that will
+        # never come.
+        block: int | None = None if resuming else block_ms
         while loop.time() < deadline:
             try:
-                entries = cast("list[tuple[bytes, _Entries]] | None", await client.xread({key: last_event_id}, block=block_ms, count=100))
+                entries = cast("list[tuple[bytes, _Entries]] | None", await client.xread({key: last_event_id}, block=block, count=100))
             except (aioredis.RedisError, OSError):
                 entries = None
-                await asyncio.sleep(_REDIS_RETRY_S)
+                if block is not None:  # not on a reconnect's first look: the row answers now
+                    await asyncio.sleep(_REDIS_RETRY_S)
             for entry_id, event, data in events.decode_entries(entries[0][1]) if entries else []:
                 last_event_id = entry_id
                 last_progress = (data.get("status"), data.get("progress"), data.get("stage"))
                 yield _frame(event, data, entry_id)
                 if event == events.DONE:
                     return
+            block = block_ms
             if entries:
                 continue
             # Quiet (or Redis down): the row is the record.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -13,7 +13,7 @@ from core.context import client_ip
 from core.errors import ApplicationError
 from core.fields import StrictCharField, StrictSerializer
 from core.idempotency import idempotent
-from core.pagination import NewestFirstCursorPagination
+from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
 from core.schema import page_of
 from engines import registry
 from tenants.authentication import ApiRequest
@@ -33,6 +33,7 @@ def _known_language(language: str) -> str:
 class VoiceListCreateApi(APIView):
     parser_classes = [MultiPartParser]
 
+    @extend_schema_serializer(component_name="VoiceCreate")  # unique: the schema had three "Input"s
     class InputSerializer(StrictSerializer):
         audio = serializers.FileField(allow_empty_file=True, help_text="3-30 s of speech; wav, flac, mp3, ogg, m4a or webm; at most 10 MB")
         name = StrictCharField(max_length=100)
@@ -78,7 +79,7 @@ class VoiceListCreateApi(APIView):
 
     @extend_schema(
         operation_id="voices_list",
-        parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
         responses=page_of(VoiceSerializer, "VoicePage"),
     )
     def get(self, request: ApiRequest) -> Response:

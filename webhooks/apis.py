@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from core.context import client_ip
 from core.fields import StrictCharField, StrictSerializer
 from core.idempotency import idempotent
-from core.pagination import NewestFirstCursorPagination
+from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
 from core.responses import iso as _iso
 from core.schema import page_of
 from tenants.authentication import ApiRequest
@@ -90,7 +90,7 @@ class _EndpointInput(StrictSerializer):
 class EndpointListApi(APIView):
     @extend_schema(
         operation_id="webhook_endpoints_list",
-        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        parameters=PAGE_PARAMETERS,
         responses=page_of(EndpointSerializer, "EndpointPage"),
     )
     def get(self, request: ApiRequest) -> Response:
@@ -182,7 +182,7 @@ class DeliveryListApi(APIView):
 
     @extend_schema(
         operation_id="webhook_deliveries_list",
-        parameters=[FilterSerializer, OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
         responses=page_of(DeliverySerializer, "DeliveryPage"),
     )
     def get(self, request: ApiRequest) -> Response:

@@ -154,6 +154,30 @@ def test_last_event_id_resumes_after_that_event(api, tenant, redis_url):
 
 
 @sse_db
+@pytest.mark.timeout(60)
+def test_reconnecting_after_the_done_event_ends_at_once(api, tenant, redis_url, settings):
+    """A client that lost the connection right after ``done`` reconnects with
+    its id: the answer is ``done`` again and the end of the stream, not a wait
+    for an event that will never come. The wait would be the keepalive
+    (here an hour), so a regression hangs until the timeout and fails."""
+    import redis
+
+    settings.SSE_KEEPALIVE_S = 3600.0
+    job = _submit(tenant)
+    services.job_run(job_id=str(job.id))
+    client = redis.Redis.from_url(redis_url)
+    entries = events.decode_entries(client.xrange(events.stream_key(job.id)))
+    assert entries[-1][1] == "done"
+    resumed = _stream(api, job.id, HTTP_LAST_EVENT_ID=entries[-1][0])
+    assert [frame["event"] for frame in resumed] == ["done"]
+    assert resumed[0]["data"]["status"] == "succeeded" and resumed[0]["data"]["id"] == str(job.id)
+    # The job's event stream expired (JOB_EVENTS_TTL_S): the row still answers at once.
+    client.delete(events.stream_key(job.id))
+    resumed = _stream(api, job.id, HTTP_LAST_EVENT_ID=entries[1][0])
+    assert [frame["event"] for frame in resumed] == ["done"]
+
+
+@sse_db
 def test_event_stream_errors_are_json(api, tenant, other_tenant):
     theirs = _submit(other_tenant)
     response = api.get(f"/v1/jobs/{theirs.id}/events", HTTP_ACCEPT="text/event-stream")

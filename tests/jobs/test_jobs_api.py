@@ -227,13 +227,32 @@ def test_hostile_metadata_is_400_not_500(api, body):
 def test_deeply_nested_json_is_400(api):
     body = '{"text": "hi", "metadata": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
     _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
+    # Under the depth where Python's decoder gives out, the checks after it recursed
+    # too: metadata 500 levels deep was a 500. Now the reader refuses it.
+    for depth in (100, 500, 900, 950, 990):
+        for field in ("metadata", "webhook_events"):
+            body = '{"text": "hi", "' + field + '": {"a": ' + "[" * depth + "]" * depth + "}}"
+            _assert_error(api.post("/v1/tts", body, content_type="application/json"), 400, "malformed_request")
+    # Metadata may nest 16 levels; deeper is a field error.
+    deep = '{"text": "hi", "metadata": ' + '{"a":' * 17 + "1" + "}" * 17 + "}"
+    error = _assert_error(api.post("/v1/tts", deep, content_type="application/json"), 400, "validation_error")
+    assert error["details"]["fields"]["metadata"][0]["code"] == "too_deep"
+    assert Job.objects.count() == 0
 
 
-def test_tampered_cursor_is_404_not_500(api):
+def test_webhook_events_without_a_webhook_url_are_refused(api):
+    error = _assert_error(_submit(api, webhook_events=["job.succeeded"]), 400, "validation_error")
+    assert error["details"]["fields"]["webhook_events"][0]["code"] == "requires_webhook_url"
+    assert Job.objects.count() == 0
+
+
+def test_tampered_cursor_is_400_naming_the_field_not_500(api):
     import base64
     from urllib.parse import urlencode
 
     for position in ("notadate", "2026-13-45T99:99:99"):
         cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
-        _assert_error(api.get("/v1/jobs", {"cursor": cursor}), 404, "not_found")
-    _assert_error(api.get("/v1/jobs", {"cursor": "!!garbage!!"}), 404, "not_found")
+        error = _assert_error(api.get("/v1/jobs", {"cursor": cursor}), 400, "validation_error")
+        assert "cursor" in error["details"]["fields"]
+    error = _assert_error(api.get("/v1/jobs", {"cursor": "!!garbage!!"}), 400, "validation_error")
+    assert "cursor" in error["details"]["fields"]

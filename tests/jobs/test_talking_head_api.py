@@ -205,6 +205,30 @@ def test_bad_parameters_are_validation_errors(api, tmp_path, fields, field):
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize("depth", [17, 1000, 5000])
+def test_deeply_nested_metadata_is_a_field_error_not_a_500(api, tmp_path, depth):
+    response = _post(api, image=_image(), audio=_audio(tmp_path), metadata='{"a": ' + "[" * depth + "]" * depth + "}")
+    assert response.status_code == 400, response.content
+    error = _error(response)
+    assert error["code"] == "validation_error"
+    assert [item["code"] for item in error["details"]["fields"]["metadata"]] == ["too_deep"]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("text", ["NaN", '{"a": Infinity}', '{"a": "\\u0085"}', '{"a": 1e999}', "", "{"])
+def test_metadata_text_is_read_like_a_json_body(api, tmp_path, text):
+    response = _post(api, image=_image(), audio=_audio(tmp_path), metadata=text)
+    assert response.status_code == 400, response.content
+    assert "metadata" in _error(response)["details"]["fields"]
+
+
+def test_webhook_events_without_a_webhook_url_are_refused(api, tmp_path):
+    response = _post(api, image=_image(), audio=_audio(tmp_path), webhook_events="job.succeeded")
+    assert response.status_code == 400, response.content
+    assert _error(response)["details"]["fields"]["webhook_events"][0]["code"] == "requires_webhook_url"
+    assert not Job.objects.exists()
+
+
 def test_audio_or_text_exactly_one(api, tmp_path):
     for fields in ({}, {"audio": _audio(tmp_path), "text": "Hi"}):
         response = _post(api, image=_image(), **fields)

@@ -21,7 +21,41 @@ def test_too_many_active_jobs_is_429(api, tenant, stub_broker):
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "too_many_active_jobs"
     assert refused.json()["error"]["details"] == {"active_jobs": 2, "limit": 2}
+    assert refused["Retry-After"] == "5"  # no history yet: the default
     assert Job.objects.filter(tenant=tenant).count() == 2
+
+
+def test_too_many_active_jobs_retry_after_follows_the_tenants_run_times(api, tenant, other_tenant, stub_broker):
+    """Retry-After is when a slot is likely to free: the median run time of the
+    tenant's recent jobs, less how long its oldest running job has run."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Tenant.objects.filter(pk=tenant.pk).update(max_active_jobs=1)
+    now = timezone.now()
+    for tenant_, seconds in [(tenant, 10), (tenant, 12), (tenant, 40), (other_tenant, 3)] * 2:
+        job = services.job_submit_tts(tenant=tenant_, api_key=None, params=_params(), metadata={}, actor="t", ip=None, use_cache=False)
+        Job.objects.filter(id=job.id).update(
+            status=Job.Status.SUCCEEDED, started_at=now - timedelta(seconds=seconds + 60), finished_at=now - timedelta(seconds=60)
+        )
+    queued = api.post(TTS, {"text": "waiting", "engine": "tone"}, format="json")
+    assert queued.status_code == 202
+    refused = api.post(TTS, {"text": "one too many", "engine": "tone"}, format="json")
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "12"  # the median of 10, 12, 40 (not the other tenant's 3)
+    Job.objects.filter(id=queued.json()["id"]).update(status=Job.Status.RUNNING, started_at=now - timedelta(seconds=5))
+    refused = api.post(TTS, {"text": "one too many", "engine": "tone"}, format="json")
+    assert 1 <= int(refused["Retry-After"]) <= 7  # 12 s typical, 5 s of it already spent
+    Job.objects.filter(id=queued.json()["id"]).update(started_at=now - timedelta(seconds=600))
+    refused = api.post(TTS, {"text": "one too many", "engine": "tone"}, format="json")
+    assert refused["Retry-After"] == "1"  # overdue: a slot may free any moment
+
+
+def _params():
+    from jobs.services import TtsParams
+
+    return TtsParams(text="earlier", language="en", engine="tone", format="wav", speed=1.0)
 
 
 def test_monthly_seconds_quota_is_402_once_used_up(api, tenant):
