@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.audio.dsp import join_chunks, rms_dbfs
+from engines.audio.dsp import GAP_S, join_chunks, rms_dbfs
 from engines.audio.io import FORMATS, encode_audio, probe_duration
 from engines.base import Engine
 from engines.errors import PermanentEngineError
 from engines.text import split_into_chunks
+from engines.voice.gate import WER_MAX_AUDIO_S, Excerpt
 
 ProgressCallback = Callable[[int, str], None]
 
 # Below this level the output is treated as silence (nothing was spoken).
 SILENCE_DBFS = -60.0
+# SpeechRequest.voice_matching: "auto" matches built-in engines' output to the
+# voice prompt when that helps (see engines/voice/gate.py); "off" never does.
+VOICE_MATCHING_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,48 @@ class SpeechRequest:
     voice: VoiceReference | None = None
     instruct: str = ""  # style: emotion, speed, dialect (engines with "instruct" only)
     max_duration_s: float | None = None  # stop (permanent error) once the speech is longer
+    # "auto": built-in engines (clones_voice False) move their output toward
+    # the voice prompt, kept only when it helps and stays intelligible.
+    # "off": never; the audio is exactly the engine's own (still scored).
+    voice_matching: str = "auto"
 
 
 @dataclass(frozen=True)
 class SpeechResult:
+    """What a speech engine made.
+
+    ``voice`` (with a voice prompt, else None): how the voice was produced.
+      mode                          "cloned" (the engine speaks in the prompt's voice)
+                                    or "matching" (built-in voice matching)
+      speaker_similarity            delivered output vs the prompt (cosine, -1..1)
+      matching_applied              ("matching") whether the matched audio was kept
+      speaker_similarity_unmatched  ("matching") the engine's own output vs the prompt
+      matching_strength             (applied) strength of the matching kept, 1.0 = all the way
+      reason                        (not applied) "off" (voice_matching "off"),
+                                    "similarity" (not closer to the prompt),
+                                    "intelligibility" (words lost: WER rose past the
+                                    tolerance), "no_voiced_speech" (nothing to match)
+
+    ``quality``: measures computed for this output, by key; absent = not
+    computed. Speech with a voice prompt gets speaker_similarity; with
+    voice_matching "auto" on an engine that matches (not clones), the rest
+    too. {} without a voice prompt.
+      speaker_similarity            delivered output vs the prompt (cosine, -1..1)
+      speaker_similarity_unmatched  the engine's own output vs the prompt
+      speaker_similarity_matched    the matched candidate vs the prompt: the one kept,
+                                    else the last one tried
+      wer                           word error rate of the delivered output against the
+                                    text (pocketsphinx; 0 = every word recognized, may
+                                    exceed 1); None: no recognizer for the language
+      wer_unmatched, wer_matched    the same for the engine's own output and the
+                                    candidate (wer_matched absent when similarity
+                                    already ruled the candidate out)
+      wer_measured_s                seconds of audio the WERs were measured on: the
+                                    leading chunks, up to gate.WER_MAX_AUDIO_S
+      matching_strength             strength of the matching kept
+      matching_attempts             [{strength, speaker_similarity, wer}] per matching tried
+    """
+
     path: Path
     format: str
     content_type: str
@@ -52,9 +94,8 @@ class SpeechResult:
     duration_s: float
     size_bytes: int
     chunks: int
-    # With a voice: speaker_similarity (output vs prompt) and how the voice
-    # was produced: "cloned" by the engine, or built-in "matching" applied/skipped.
-    voice: dict | None = None
+    voice: dict[str, Any] | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 class TTSEngine(Engine, ABC):
@@ -91,6 +132,8 @@ class TTSEngine(Engine, ABC):
         ``request`` carries language, speed, voice and instruct."""
 
     def run(self, request: SpeechRequest, progress: ProgressCallback, workdir: Path) -> SpeechResult:
+        if request.voice_matching not in VOICE_MATCHING_MODES:
+            raise PermanentEngineError(f"voice_matching must be one of {', '.join(VOICE_MATCHING_MODES)}.", code="invalid_voice_matching")
         self.load()
         chunks = split_into_chunks(request.text, self.max_chunk_chars)
         if not chunks:
@@ -111,9 +154,11 @@ class TTSEngine(Engine, ABC):
         if rms_dbfs(audio) < SILENCE_DBFS:
             raise PermanentEngineError("The engine produced no audible speech for this text.", code="no_speech_generated")
         voice_report = None
+        quality: dict[str, Any] = {}
         if request.voice is not None:
-            progress(5 + share, "matching voice" if not self.clones_voice else "scoring voice")
-            audio, voice_report = self._in_voice(audio, request.voice)
+            matches = not self.clones_voice and request.voice_matching == "auto"
+            progress(5 + share, "matching voice" if matches else "scoring voice")
+            audio, voice_report, quality = self._in_voice(audio, request, _excerpt(chunks, pieces, self.sample_rate))
         progress(92, "encoding")
         spec = FORMATS[request.format]
         path = workdir / f"speech.{spec.extension}"
@@ -127,38 +172,54 @@ class TTSEngine(Engine, ABC):
             size_bytes=path.stat().st_size,
             chunks=len(chunks),
             voice=voice_report,
+            quality=quality,
         )
 
-    def _in_voice(self, audio: np.ndarray, voice: VoiceReference) -> tuple[np.ndarray, dict]:
+    def _in_voice(self, audio: np.ndarray, request: SpeechRequest, excerpt: Excerpt) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
         """Score the output against the prompt; for engines that do not clone,
-        apply voice matching first and keep it only when it brought the output
-        closer to the prompt (WORLD resynthesis costs a little similarity, so
-        a voice that already matches is better left alone)."""
-        from engines.voice import matching, speaker
+        with voice_matching "auto", apply voice matching first and keep it
+        only when it brought the output closer to the prompt and kept it
+        intelligible (engines/voice/gate.py)."""
+        from engines.voice import gate, speaker
 
-        prompt = _prompt_audio(voice) if not (voice.embedding and self.clones_voice) else None
-        target = np.asarray(voice.embedding, dtype=np.float32) if voice.embedding else speaker.embed(prompt)
-        before = speaker.similarity(speaker.embed(audio, self.sample_rate), target)
+        voice = request.voice
+        assert voice is not None
+        matches = not self.clones_voice and request.voice_matching == "auto"
+        prompt = _prompt_audio(voice) if matches or not voice.embedding else None
+        if voice.embedding:
+            target = np.asarray(voice.embedding, dtype=np.float32)
+        else:
+            assert prompt is not None
+            target = speaker.embed(prompt)
+        if matches:
+            assert prompt is not None
+            outcome = gate.match_gated(audio, self.sample_rate, prompt=prompt, target=target, language=request.language, excerpt=excerpt)
+            return outcome.audio, outcome.voice, outcome.quality
+        similarity = round(speaker.similarity(speaker.embed(audio, self.sample_rate), target), 3)
         if self.clones_voice:
-            return audio, {"mode": "cloned", "speaker_similarity": round(before, 3)}
-        try:
-            matched = matching.match_voice(audio, self.sample_rate, matching.voice_profile(prompt))
-        except ValueError:  # too little voiced speech on one side: nothing to match
-            unmatched = round(before, 3)
-            return audio, {
-                "mode": "matching",
-                "matching_applied": False,
-                "speaker_similarity": unmatched,
-                "speaker_similarity_unmatched": unmatched,
-            }
-        after = speaker.similarity(speaker.embed(matched, self.sample_rate), target)
-        applied = after > before
-        return (matched if applied else audio), {
+            return audio, {"mode": "cloned", "speaker_similarity": similarity}, {"speaker_similarity": similarity}
+        report = {
             "mode": "matching",
-            "matching_applied": applied,
-            "speaker_similarity": round(max(after, before), 3),
-            "speaker_similarity_unmatched": round(before, 3),
+            "matching_applied": False,
+            "reason": "off",
+            "speaker_similarity": similarity,
+            "speaker_similarity_unmatched": similarity,
         }
+        return audio, report, {"speaker_similarity": similarity, "speaker_similarity_unmatched": similarity}
+
+
+def _excerpt(chunks: list[str], pieces: list[np.ndarray], sample_rate: int) -> Excerpt:
+    """The leading chunks up to WER_MAX_AUDIO_S of audio (at least one), laid
+    out as ``join_chunks`` joins them (chunk, gap, chunk...)."""
+    gap = int(sample_rate * GAP_S)
+    end, texts = 0, []
+    for index, (text, piece) in enumerate(zip(chunks, pieces, strict=True)):
+        start = end + (gap if index else 0)
+        if index and (start + len(piece)) / sample_rate > WER_MAX_AUDIO_S:
+            break
+        end = start + len(piece)
+        texts.append(text)
+    return Excerpt(text=" ".join(texts), end=end)
 
 
 def _prompt_audio(voice: VoiceReference) -> np.ndarray:

@@ -40,7 +40,7 @@ class PromptAnalysis:
     score: float
     warnings: tuple[str, ...]
     embedding: np.ndarray
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)  # snr_db None: no noise floor measurable
 
 
 def analyze_prompt(audio: np.ndarray, *, min_speech_s: float = MIN_SPEECH_S, max_speech_s: float = MAX_SPEECH_S) -> PromptAnalysis:
@@ -53,8 +53,9 @@ def analyze_prompt(audio: np.ndarray, *, min_speech_s: float = MIN_SPEECH_S, max
     trimmed = _trim(audio, segments)
     embedding, partials = speaker.embed_with_partials(trimmed)
     snr = _snr_db(audio, speech_mask)
-    metrics = {
-        "speech_dbfs": round(float(rms_dbfs(audio[speech_mask])), 2),
+    speech_dbfs = round(float(rms_dbfs(audio[speech_mask])), 2)
+    metrics: dict[str, float | None] = {
+        "speech_dbfs": speech_dbfs,
         "clipping_ratio": round(float(np.mean(np.abs(audio[speech_mask]) >= CLIPPED_SAMPLE)), 5),
         "snr_db": round(float(snr), 2) if np.isfinite(snr) else None,  # None: no noise floor measurable
         "speaker_consistency": round(_two_voice_similarity(partials), 3),
@@ -62,7 +63,7 @@ def analyze_prompt(audio: np.ndarray, *, min_speech_s: float = MIN_SPEECH_S, max
     warnings = _warnings(metrics, speech_s=speech_s)
     score = max(0.0, 1.0 - sum(PENALTIES[name] for name in warnings))
     return PromptAnalysis(
-        audio=_normalized(trimmed, metrics["speech_dbfs"]),
+        audio=_normalized(trimmed, speech_dbfs),
         speech_s=round(speech_s, 3),
         score=round(score, 2),
         warnings=tuple(warnings),
@@ -97,7 +98,7 @@ def _snr_db(audio: np.ndarray, speech_mask: np.ndarray) -> float:
     floor = float(np.percentile(frame_power, 10))
     if floor <= 0:
         return float("inf")
-    return rms_dbfs(audio[speech_mask]) - 10 * np.log10(floor)
+    return float(rms_dbfs(audio[speech_mask]) - 10 * np.log10(floor))
 
 
 def _two_voice_similarity(partials: np.ndarray) -> float:
@@ -117,13 +118,14 @@ def _two_voice_similarity(partials: np.ndarray) -> float:
 
 def _warnings(metrics: dict[str, float | None], *, speech_s: float) -> list[str]:
     found = []
-    if metrics["clipping_ratio"] > CLIPPING_WARN_RATIO:
+    snr_db = metrics["snr_db"]
+    if (metrics["clipping_ratio"] or 0.0) > CLIPPING_WARN_RATIO:
         found.append("clipping")
-    if metrics["speech_dbfs"] < LOW_LEVEL_DBFS:
+    if (metrics["speech_dbfs"] or 0.0) < LOW_LEVEL_DBFS:
         found.append("low_level")
-    if metrics["snr_db"] is not None and metrics["snr_db"] < NOISY_SNR_DB:
+    if snr_db is not None and snr_db < NOISY_SNR_DB:
         found.append("noisy")
-    if metrics["speaker_consistency"] < OTHER_SPEAKER_SIMILARITY:
+    if (metrics["speaker_consistency"] or 0.0) < OTHER_SPEAKER_SIMILARITY:
         found.append("multiple_speakers")
     if speech_s < SHORT_PROMPT_S:
         found.append("short_prompt")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def decode_prompt(path: Path, *, max_audio_s: float) -> DecodedPrompt:
     return DecodedPrompt(samples, rate, channels, name, round(samples.size / PROMPT_SAMPLE_RATE, 3))
 
 
-def _decode_capped(container, stream, *, max_samples: int) -> np.ndarray:
+def _decode_capped(container: Any, stream: Any, *, max_samples: int) -> np.ndarray:
     import av
 
     resampler = av.AudioResampler(format="flt", layout="mono", rate=PROMPT_SAMPLE_RATE)

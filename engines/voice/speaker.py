@@ -47,7 +47,8 @@ def _prepared(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def embed(audio: np.ndarray, sample_rate: int = PROMPT_SAMPLE_RATE) -> np.ndarray:
-    return _load().embed_utterance(_prepared(audio, sample_rate)).astype(np.float32)
+    embedding: np.ndarray = np.asarray(_load().embed_utterance(_prepared(audio, sample_rate)), dtype=np.float32)
+    return embedding
 
 
 def embed_with_partials(audio: np.ndarray, sample_rate: int = PROMPT_SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
