@@ -36,6 +36,7 @@ from jobs import events, selectors, services
 from jobs.models import Job
 from jobs.representation import job_representation
 from jobs.schemas import JobSerializer, UsageSerializer
+from jobs.services.params import VOICE_MATCHING_MODES
 from jobs.streams import job_event_stream
 from tenants.authentication import ApiRequest
 from voices.selectors import voice_get
@@ -50,6 +51,17 @@ def _represent(job: Job, request: Request) -> dict[str, Any]:
     return job_representation(job, base_url=_base_url(request))
 
 
+def _voice_matching_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=VOICE_MATCHING_MODES,
+        required=False,
+        help_text=(
+            "With voice_id and a built-in engine: 'auto' (default) moves the speech toward the voice when that raises "
+            "similarity and keeps it intelligible; 'off' leaves the engine's own voice"
+        ),
+    )
+
+
 class TtsCreateApi(APIView):
     @extend_schema_serializer(component_name="TtsCreate")
     class InputSerializer(StrictSerializer):
@@ -59,6 +71,7 @@ class TtsCreateApi(APIView):
         format = serializers.ChoiceField(choices=sorted(FORMATS), default="wav")
         speed = StrictFloatField(required=False, default=1.0, min_value=0.5, max_value=2.0)
         voice_id = serializers.UUIDField(required=False, help_text="One of the tenant's ready voices (POST /v1/voices)")
+        voice_matching = _voice_matching_field()
         instruct = StrictCharField(
             required=False, max_length=500, help_text="Style instruction: emotion, speed, dialect (engines with the 'instruct' option)"
         )
@@ -90,6 +103,7 @@ class TtsCreateApi(APIView):
             speed=values["speed"],
             voice=voice_get(tenant=request.user.tenant, voice_id=values["voice_id"]) if "voice_id" in values else None,
             instruct=values.get("instruct", ""),
+            voice_matching=values.get("voice_matching"),
         )
         client = request.user
         job = services.job_submit_tts(
@@ -123,6 +137,7 @@ class TalkingHeadCreateApi(APIView):
         audio = serializers.FileField(required=False, allow_empty_file=True, help_text="Speech, at most 120 s, any common format")
         text = StrictCharField(required=False, max_length=settings.TTS_MAX_TEXT_CHARS, help_text="Instead of audio: spoken first")
         voice_id = serializers.UUIDField(required=False, help_text="With text: one of the tenant's ready voices")
+        voice_matching = _voice_matching_field()
         language = StrictCharField(required=False, max_length=35, help_text="With text: its language")
         tts_engine = StrictCharField(required=False, max_length=64, help_text="With text: the speech engine (default by language)")
         engine = StrictCharField(required=False, max_length=64, help_text="Talking-head engine: builtin (CPU) or sonic (ComfyUI)")
@@ -161,7 +176,7 @@ class TalkingHeadCreateApi(APIView):
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("audio" in attrs) == ("text" in attrs):
                 raise serializers.ValidationError({"audio": ["Send either an audio file or text, not both."]})
-            for name in ("voice_id", "language", "tts_engine"):
+            for name in ("voice_id", "voice_matching", "language", "tts_engine"):
                 if name in attrs and "text" not in attrs:
                     raise serializers.ValidationError({name: ["Only with text (it sets up the speech stage)."]})
             return _webhook_fields_check(attrs)
@@ -185,6 +200,7 @@ class TalkingHeadCreateApi(APIView):
             language=values.get("language"),
             voice=voice,
             tts_engine=values.get("tts_engine"),
+            voice_matching=values.get("voice_matching"),
         )
         job = services.job_submit_talking_head(
             tenant=client.tenant,

@@ -26,6 +26,11 @@ class TtsParams:
     speed: float
     voice: VoicePrompt | None = None
     instruct: str = ""
+    voice_matching: str = "auto"  # with a voice: "auto" or "off" (engines/tts/base.py)
+
+
+# How built-in engines may move their speech toward a voice prompt.
+VOICE_MATCHING_MODES = ("auto", "off")
 
 
 # Talking-head parameters and their defaults (Sonic's names and ranges).
@@ -68,6 +73,7 @@ def tts_params_resolve(
     speed: float,
     voice: VoicePrompt | None = None,
     instruct: str = "",
+    voice_matching: str | None = None,
 ) -> TtsParams:
     """Pick the engine (default by language) and check it can do what was
     asked: the language, and every option (voice, instruct, speed). An option
@@ -97,7 +103,37 @@ def tts_params_resolve(
             status=409,
             details={"voice_id": str(voice.id), "status": voice.status},
         )
-    return TtsParams(text=text, language=language, engine=engine, format=format, speed=speed, voice=voice, instruct=instruct)
+    _check_voice_matching(engine=engine, engine_cls=engine_cls, voice=voice, voice_matching=voice_matching)
+    return TtsParams(
+        text=text,
+        language=language,
+        engine=engine,
+        format=format,
+        speed=speed,
+        voice=voice,
+        instruct=instruct,
+        voice_matching=voice_matching or "auto",
+    )
+
+
+def _check_voice_matching(*, engine: str, engine_cls: Any, voice: VoicePrompt | None, voice_matching: str | None) -> None:
+    """``voice_matching`` is refused where it could mean nothing: without a
+    voice, or with an engine that clones the voice itself (nothing to match)."""
+    if voice_matching is None:
+        return
+    if voice is None:
+        raise ApplicationError(
+            "validation_error",
+            "voice_matching applies only with voice_id.",
+            details={"fields": {"voice_matching": [{"message": "Only with voice_id.", "code": "invalid"}]}},
+        )
+    if engine_cls.clones_voice:
+        raise ApplicationError(
+            "unsupported_option",
+            f"Engine '{engine}' clones the voice itself: it has no voice matching to switch.",
+            status=422,
+            details={"engine": engine, "options": ["voice_matching"], "supported": sorted(engine_cls.options)},
+        )
 
 
 def talking_head_params_resolve(
@@ -108,6 +144,7 @@ def talking_head_params_resolve(
     language: str | None = None,
     voice: VoicePrompt | None = None,
     tts_engine: str | None = None,
+    voice_matching: str | None = None,
 ) -> TalkingHeadParams:
     """Pick the video engine and check it honours every parameter asked for
     (a non-default value of an option it lacks is refused); with text, also
@@ -126,7 +163,9 @@ def talking_head_params_resolve(
         )
     speech = None
     if text is not None:
-        speech = tts_params_resolve(text=text, language=language, engine=tts_engine, format="wav", speed=1.0, voice=voice)
+        speech = tts_params_resolve(
+            text=text, language=language, engine=tts_engine, format="wav", speed=1.0, voice=voice, voice_matching=voice_matching
+        )
     return TalkingHeadParams(engine=engine, options=values, speech=speech)
 
 

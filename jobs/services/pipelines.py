@@ -140,6 +140,7 @@ def _speech_synthesize(
         voice=_job_voice(job, workdir),
         instruct=job.input.get("instruct", ""),
         max_duration_s=max_duration_s,
+        voice_matching=job.input.get("voice_matching", "auto"),
     )
     result: SpeechResult = engine.run(request, report, workdir)
     return result
@@ -150,6 +151,8 @@ def _speech_output(result: SpeechResult) -> JobOutput:
     if result.voice:
         voice = dict(result.voice)
         info = {"speaker_similarity": voice.pop("speaker_similarity"), "voice": voice}
+    if result.quality:
+        info["quality"] = dict(result.quality)
     return JobOutput(result.path, result.content_type, result.duration_s, result.size_bytes, info=info)
 
 

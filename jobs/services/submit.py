@@ -47,6 +47,8 @@ def job_submit_tts(
     inputs: dict[str, Any] = {"text": params.text, "language": params.language, "format": params.format, "speed": params.speed}
     if params.voice is not None:
         inputs["voice_id"] = str(params.voice.id)
+        if params.voice_matching != "auto":  # absent means the default: old identical requests stay identical
+            inputs["voice_matching"] = params.voice_matching
     if params.instruct:
         inputs["instruct"] = params.instruct
     return _job_create(
@@ -97,6 +99,8 @@ def job_submit_talking_head(
         inputs.update(text=speech.text, language=speech.language, tts_engine=speech.engine)
         if speech.voice is not None:
             inputs["voice_id"] = str(speech.voice.id)
+            if speech.voice_matching != "auto":
+                inputs["voice_matching"] = speech.voice_matching
     job_id = uuid.uuid4()
     files = {"image": (image, f"input-image.{image_facts.extension}")}
     if audio is not None:
