@@ -14,7 +14,7 @@ from engines.registry import get_engine
 from engines.tts.base import SpeechRequest, TTSEngine, VoiceReference
 from engines.voice import gate, intelligibility, matching, speaker
 from engines.voice.intelligibility import normalize, word_error_rate
-from tests.audio_samples import RATE, encode, speech
+from harness.audio_samples import RATE, encode, speech
 
 HARVARD = (
     "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
