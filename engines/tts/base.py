@@ -69,8 +69,9 @@ class SpeechResult:
 
     ``quality``: measures computed for this output, by key; absent = not
     computed. Speech with a voice prompt gets speaker_similarity; with
-    voice_matching "auto" on an engine that matches (not clones), the rest
-    too. {} without a voice prompt.
+    voice_matching "auto" on an engine that matches (not clones), the
+    matching's measures too. {} without a voice prompt. The WER is measured
+    only where it decides (similarity rose): see engines/voice/gate.py.
       speaker_similarity            delivered output vs the prompt (cosine, -1..1)
       speaker_similarity_unmatched  the engine's own output vs the prompt
       speaker_similarity_matched    the matched candidate vs the prompt: the one kept,
@@ -78,13 +79,12 @@ class SpeechResult:
       wer                           word error rate of the delivered output against the
                                     text (pocketsphinx; 0 = every word recognized, may
                                     exceed 1); None: no recognizer for the language
-      wer_unmatched, wer_matched    the same for the engine's own output and the
-                                    candidate (wer_matched absent when similarity
-                                    already ruled the candidate out)
+      wer_unmatched, wer_matched    the same for the engine's own output and the candidate
       wer_measured_s                seconds of audio the WERs were measured on: the
                                     leading chunks, up to gate.WER_MAX_AUDIO_S
-      matching_strength             strength of the matching kept
-      matching_attempts             [{strength, speaker_similarity, wer}] per matching tried
+      matching_strength             (applied) strength of the matching kept
+      matching_attempts             [{strength, speaker_similarity, wer}] per matching
+                                    tried (wer None: not measured)
     """
 
     path: Path
