@@ -178,11 +178,18 @@ def main() -> None:
             f"{mean('without'):.3f} -> {mean('with'):.3f}",
         )
     )
+    rows.append(("voice matching: word error rate (pocketsphinx) without -> with", f"{mean('wer_without'):.3f} -> {mean('wer_with'):.3f}"))
+    rows.append(("pocketsphinx real-time factor (one core)", f"{voices['recognizer_rtf']:.3f}"))
     rows.append(("voice prompt analysis p50 (VAD + embedding + quality)", ms(voices["analysis_p50_s"])))
     table = "| benchmark | result |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
-    table += "\n\n| prompt voice | engine | similarity without matching | with matching | matching kept |\n|---|---|---|---|---|\n"
+    table += (
+        "\n\n| prompt voice | engine | similarity without matching | with matching | WER without | with | matching kept |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
     table += "\n".join(
-        f"| {r['prompt']} | {r['engine']} | {r['without']:.3f} | {r['with']:.3f} | {'yes' if r['applied'] else 'no'} |" for r in pairs
+        f"| {r['prompt']} | {r['engine']} | {r['without']:.3f} | {r['with']:.3f} | {r['wer_without']:.3f} | {r['wer_with']:.3f} "
+        f"| {'yes' if r['applied'] else 'no (' + r['reason'] + ')'} |"
+        for r in pairs
     )
     out = ROOT / "bench" / "results" / "latest.md"
     out.parent.mkdir(parents=True, exist_ok=True)

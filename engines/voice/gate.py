@@ -28,16 +28,16 @@ FloatArray = npt.NDArray[np.floating]
 
 # How much worse matched speech may be recognized than the unmatched speech:
 # WER(matched) <= WER(unmatched) + max(WER_TOLERANCE, WER_TOLERANCE_MIN_WORDS / words).
-# Set by measurement (bench/voice_similarity.py; README "Voices"): on piper
-# speech of two sentences (~15 words), WORLD resynthesis that changes nothing
-# moves pocketsphinx's WER by +0.01 on average, but single texts by -0.12..+0.33
-# (sd 0.12): the recognizer flips a word or two on any change, even a gain of
-# 0.5 undone. Matching toward other voices with DEFAULT_SETTINGS costs
-# +0.02..+0.04 on average (the settings before this measure: +0.04..+0.12),
-# destructive matchings +0.25 and more (formants warped down by 10 %) up to
-# ~0.9 (the words gone). 0.05 keeps matchings whose cost is within the noise
-# of an 80-word text; one word of slack keeps short texts from being judged
-# on a single flipped word.
+# Set by measurement (bench/voice_similarity.py; README "Voices"): on 15
+# two-sentence piper texts (~15 words each), WORLD resynthesis that changes
+# nothing moves pocketsphinx's WER by +0.05 on average, single texts by
+# -0.18..+0.42 (sd 0.14): the recognizer flips words on any change, even on a
+# gain of 0.5 undone. Matching toward other voices with DEFAULT_SETTINGS costs
+# +0.02..+0.04 on average (LEGACY_SETTINGS: +0.04..+0.12), destructive
+# matchings +0.25 and more (formants warped down by 10 %) up to ~0.9 (the
+# words gone). 0.05 passes matchings whose cost is within the noise of an
+# 80-word text; one word of slack keeps short texts from being judged on a
+# single flipped word.
 WER_TOLERANCE = 0.05
 WER_TOLERANCE_MIN_WORDS = 1
 # WER is measured on the leading chunks of the speech, up to this much audio

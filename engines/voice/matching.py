@@ -8,14 +8,26 @@ output's log-F0 onto the prompt's median and spread; pick the frequency warp
 that best aligns the mean envelopes (vocal-tract length); then correct what
 remains with a smooth equalizer; resynthesize.
 
-Every knob lives in ``MatchSettings``. ``DEFAULT_SETTINGS`` were chosen with
-``bench/voice_similarity.py`` and the word error rate of pocketsphinx
-(engines/voice/intelligibility.py); measured on piper (two-sentence texts,
-15 of them), WORLD's plain analysis-resynthesis (nothing changed) cost
-+0.11 WER at 5 ms frames, +0.05 at 2.5 ms, +0.02 at 2.5 ms keeping unvoiced
-samples. Formants warped down cost much more than warped up (0.90: +0.28;
-1.10: +0.03), and warps past 1.16 cost piper +0.06..+0.2 for little
-similarity; hence the asymmetric, narrower warp range.
+Every knob lives in ``MatchSettings``. ``DEFAULT_SETTINGS`` were chosen on
+speaker similarity *and* the word error rate of pocketsphinx
+(engines/voice/intelligibility.py), with bench/voice_similarity.py and 15
+two-sentence piper texts (Harvard lists 2-4), where WER moved (mean, vs the
+unmatched speech):
+- WORLD analysis-resynthesis alone (nothing changed): +0.11 at 5 ms frames
+  with pyworld's default F0 search (71-800 Hz), +0.05..0.06 at 2.5 ms frames
+  and a 60-500 Hz search (harvest instead of dio: no better, 4x slower).
+- warps alone, against plain resynthesis (47 s of piper speech): formants
+  down cost much more than up: 0.90 +0.26..0.31, 0.95 +0.08..0.09,
+  1.05..1.25 -0.06..+0.04. Yet in full matchings, the warps chosen past 1.16
+  (toward espeak en+f3 and en+f5: 1.22-1.24) cost piper +0.06..+0.2 for
+  little similarity.
+- toward espeak en+f3 / en+f5 / en: +0.12 / +0.10 / +0.04 with
+  LEGACY_SETTINGS, +0.02 / +0.03 / +0.04 with DEFAULT_SETTINGS (similarity
+  gains +0.25 / +0.19 / +0.14 and +0.19 / +0.19 / +0.14).
+- a robust F0 spread: the espeak en+klatt2 prompt's F0 track has octave
+  errors (std of log-F0 0.50 against ~0.1-0.2 for the others), which made
+  the old mapping double the output's pitch excursions.
+The equalizer's limit (10 dB) stays: 6 dB cost similarity and saved no WER.
 """
 
 from __future__ import annotations
@@ -30,6 +42,10 @@ from engines.voice.prompt import PROMPT_SAMPLE_RATE
 FloatArray = npt.NDArray[np.floating]
 
 MATCH_BAND_HZ = (80.0, 7000.0)  # the prompt is 16 kHz: nothing above 8 kHz to match
+# CheapTrick's FFT size follows its F0 floor: pyworld's default 71 Hz gives
+# 1024 points at 22.05 kHz; 60 Hz doubles it (and the analysis time) for no
+# measured change in WER.
+ENVELOPE_F0_FLOOR_HZ = 71.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +108,7 @@ def analyze(audio: FloatArray, sample_rate: int, settings: MatchSettings | None 
     x = np.ascontiguousarray(audio, dtype=np.float64)
     f0, times = pyworld.dio(x, sample_rate, f0_floor=floor, f0_ceil=ceiling, frame_period=frame_period)
     f0 = pyworld.stonemask(x, f0, times, sample_rate)
-    fft_size = pyworld.get_cheaptrick_fft_size(sample_rate, floor)
+    fft_size = pyworld.get_cheaptrick_fft_size(sample_rate, max(floor, ENVELOPE_F0_FLOOR_HZ))
     envelope = pyworld.cheaptrick(x, f0, times, sample_rate, f0_floor=floor, fft_size=fft_size)
     aperiodicity = pyworld.d4c(x, f0, times, sample_rate, fft_size=fft_size)
     return WorldAnalysis(
@@ -126,10 +142,14 @@ def _band(freqs: FloatArray) -> npt.NDArray[np.bool_]:
 def _warped(log_envelope: FloatArray, freqs: FloatArray, factor: float) -> FloatArray:
     """The envelope with its frequency axis stretched by ``factor``
     (works on the last axis, for one frame or a matrix of frames)."""
-    source = freqs / factor
-    if log_envelope.ndim == 1:
-        return np.asarray(np.interp(source, freqs, log_envelope), dtype=np.float64)
-    return np.stack([np.interp(source, freqs, row) for row in log_envelope])
+    # ``freqs``: a uniform grid from 0 Hz. Linear interpolation at the same
+    # positions for every frame, vectorized
+    # (np.interp per frame is a Python loop over thousands of frames).
+    position = np.clip(freqs / factor / freqs[-1] * (freqs.size - 1), 0, freqs.size - 1)
+    below = np.minimum(position.astype(np.intp), freqs.size - 2)
+    weight = position - below
+    result: FloatArray = log_envelope[..., below] * (1.0 - weight) + log_envelope[..., below + 1] * weight
+    return result
 
 
 def _best_warp(source: VoiceProfile, target_on_source: FloatArray, settings: MatchSettings) -> float:
