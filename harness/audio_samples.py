@@ -12,7 +12,6 @@ import numpy as np
 
 from engines.audio.dsp import resample
 from engines.audio.io import encode_audio
-from engines.tts.base import SpeechRequest
 
 RATE = 16000
 PROMPT_TEXT = (
@@ -35,10 +34,17 @@ def speech(voice: str = "piper", text: str = PROMPT_TEXT) -> np.ndarray:
     """16 kHz mono speech. ``voice``: "piper", or an espeak-ng voice name
     with an optional variant ("en", "en+f3", "en+m7", ...)."""
     if voice == "piper":
+        from piper import SynthesisConfig
+
         from engines.registry import get_engine
 
         engine = get_engine("piper")
-        audio = engine.synthesize_chunk(text, SpeechRequest(text=text, language="en"))
+        engine.load()
+        # Without piper's sampling noise: the same text gives the same samples
+        # on every run, so a threshold on a measure of this audio cannot flake.
+        config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        chunks = engine._voice.synthesize(text, syn_config=config)
+        audio = np.concatenate([chunk.audio_float_array for chunk in chunks])
         return resample(audio, engine.sample_rate, RATE)
     return resample(_espeak_variant(text, voice), 22050, RATE)
 

@@ -3,7 +3,6 @@ real engine output, decoded and recognized, nothing mocked."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -56,17 +55,13 @@ def test_word_error_rate_counts_substitutions_deletions_and_insertions():
 def test_clean_piper_speech_scores_well_below_garbled_speech():
     """A piper sentence, recognized: most words right. The same audio time-
     reversed has the same voice, level and spectrum, and no words."""
-    audio = speech("piper", HARVARD)
-    start = time.perf_counter()
+    audio = speech("piper", HARVARD)  # deterministic: piper without its sampling noise
     clean = intelligibility.measure(audio, HARVARD, "en", RATE)
-    seconds = time.perf_counter() - start
     garbled = intelligibility.measure(audio[::-1].copy(), HARVARD, "en", RATE)
     assert clean is not None and garbled is not None
     assert clean < 0.45, clean
     assert garbled > 0.8, garbled
     assert garbled - clean > 0.4
-    # ~0.1-0.2 s per audio second on one core, plus the decoder's first load (~0.2 s).
-    assert seconds < 0.6 * audio.size / RATE + 1.0
 
 
 def test_recognize_reads_a_file_and_only_languages_with_a_model(tmp_path):
