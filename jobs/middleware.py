@@ -29,12 +29,14 @@ class EngineWarmup(dramatiq.Middleware):
 
 
 def _voice_models_load() -> None:
-    """Speech detection and the speaker encoder (voice analysis, similarity)."""
-    from engines.voice import speaker, vad
+    """Speech detection, the speaker encoder (voice analysis, similarity) and
+    the recognizer that gates voice matching on intelligibility."""
+    from engines.voice import intelligibility, speaker, vad
 
     try:
         vad.load()
         speaker.load()
+        intelligibility.load()
         logger.info("voice models loaded")
     except Exception:
         logger.exception("voice models failed to load")

@@ -1,3 +1,4 @@
 """Voice prompts: decoding, speech detection, speaker embeddings, quality
-analysis and voice matching. Pure Python; torch, silero-vad, resemblyzer and
-pyworld are imported inside functions, so importing this package is cheap."""
+analysis, voice matching and its intelligibility gate. Pure Python; torch,
+silero-vad, resemblyzer, pyworld and pocketsphinx are imported inside
+functions, so importing this package is cheap."""

@@ -45,7 +45,7 @@ def test_engines_never_import_django():
 
 def test_web_process_never_imports_model_runtimes():
     """Load the WSGI app, resolve every URL and submit a job in-process: no
-    torch, onnxruntime, piper, PyAV, LiteRT (face models) may be imported."""
+    torch, onnxruntime, piper, PyAV, LiteRT (face models), pocketsphinx may be imported."""
     code = """
 import os, sys
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.test_settings"
@@ -87,7 +87,7 @@ assert response.status_code == 202, response.content
 from django.test import Client
 assert Client().get("/playground").status_code == 200
 import jobs.actors
-banned = [m for m in ("torch", "onnxruntime", "piper", "av", "ai_edge_litert", "websockets") if m in sys.modules]
+banned = [m for m in ("torch", "onnxruntime", "piper", "av", "ai_edge_litert", "websockets", "pocketsphinx") if m in sys.modules]
 print("BANNED", banned)
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
