@@ -34,6 +34,7 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.wsgi import get_wsgi_application
 
+from core.handoff import serve_with_handoff
 from core.middleware import request_body_limit
 from core.responses import raw_error_response
 
@@ -270,5 +271,5 @@ async def _dispatch(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _error(send, 400, "malformed_request", "An event stream request must not have a body.")
     elif is_voice_upload(scope):  # the pool runs the view; the wait for the analysis runs here
         await voice_upload(_PooledWsgi(django_wsgi), scope, receive, send)
-    else:
-        await _PooledWsgi(django_wsgi)(scope, receive, send)
+    else:  # a view may hand the rest of its response to the loop (core.handoff: Prefer: wait, speech)
+        await serve_with_handoff(_PooledWsgi(django_wsgi), scope, receive, send)

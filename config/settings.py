@@ -300,6 +300,12 @@ JOB_EVENTS_TTL_S = env_int("JOB_EVENTS_TTL_S", 24 * 3600)
 SSE_KEEPALIVE_S = env_float("SSE_KEEPALIVE_S", 15.0)
 SSE_MAX_STREAM_S = env_float("SSE_MAX_STREAM_S", 3600.0)  # then the client reconnects with Last-Event-ID
 
+# --- Speech now (jobs/wait.py, jobs/openai_api.py): waits on the event loop, never in a web thread.
+# ``Prefer: wait=N`` on POST /v1/tts and /v1/talking-head waits at most this long (RFC 7240); at most 60.
+JOB_WAIT_MAX_S = min(env_float("JOB_WAIT_MAX_S", 60.0), 60.0)
+# POST /v1/audio/speech waits this long for its job's audio before answering 504.
+SPEECH_WAIT_S = env_float("SPEECH_WAIT_S", 300.0)
+
 # --- Webhooks (Standard Webhooks signatures).
 # Delays between attempts after a 5xx, timeout or connection error (seconds);
 # the defaults add up to just under 24 h. 4xx (but 408/429) are permanent.

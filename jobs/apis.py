@@ -38,9 +38,13 @@ from jobs.representation import job_representation
 from jobs.schemas import JobSerializer, UsageSerializer
 from jobs.services.params import VOICE_MATCHING_MODES
 from jobs.streams import job_event_stream
+from jobs.wait import PREFER_WAIT_PARAMETER, prefer_wait
 from tenants.authentication import ApiRequest
 from voices.selectors import voice_get
 from webhooks.services import EVENT_TYPES, job_webhook_check
+
+# ``Prefer: wait=N`` answered with the finished job (jobs/wait.py).
+FINISHED = {201: OpenApiResponse(JobSerializer, "Prefer: wait: the job finished within the wait")}
 
 
 def _base_url(request: Request) -> str:
@@ -88,8 +92,10 @@ class TtsCreateApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")},
+        parameters=[PREFER_WAIT_PARAMETER],
+        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
+    @prefer_wait
     @idempotent
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -184,8 +190,10 @@ class TalkingHeadCreateApi(APIView):
     @extend_schema(
         operation_id="talking_head_create",
         request={"multipart/form-data": InputSerializer},
-        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")},
+        parameters=[PREFER_WAIT_PARAMETER],
+        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
+    @prefer_wait
     @idempotent
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
