@@ -305,6 +305,13 @@ SSE_MAX_STREAM_S = env_float("SSE_MAX_STREAM_S", 3600.0)  # then the client reco
 JOB_WAIT_MAX_S = min(env_float("JOB_WAIT_MAX_S", 60.0), 60.0)
 # POST /v1/audio/speech waits this long for its job's audio before answering 504.
 SPEECH_WAIT_S = env_float("SPEECH_WAIT_S", 300.0)
+# POST /v1/audio/speech: OpenAI's model names -> our engines ("name=engine,..."); engine names are accepted as they are.
+OPENAI_SPEECH_MODELS = dict(
+    item.split("=", 1)
+    for item in env_list(
+        "OPENAI_SPEECH_MODELS", ["tts-1=piper", "tts-1-hd=piper", "gpt-4o-mini-tts=piper", "gpt-4o-mini-tts-2025-12-15=piper"]
+    )
+)
 
 # --- Webhooks (Standard Webhooks signatures).
 # Delays between attempts after a 5xx, timeout or connection error (seconds);

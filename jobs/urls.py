@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs import apis
+from jobs import apis, openai_api
 
 app_name = "jobs"
 
@@ -14,4 +14,7 @@ urlpatterns = [
     path("jobs/<str:job_id>/cancel", apis.JobCancelApi.as_view(), name="cancel"),
     path("jobs/<str:job_id>/events", apis.JobEventsApi.as_view(), name="events"),
     path("usage", apis.UsageApi.as_view(), name="usage"),
+    # OpenAI-compatible (jobs/openai_api.py).
+    path("audio/speech", openai_api.SpeechApi.as_view(), name="openai-speech"),
+    path("models", openai_api.ModelListApi.as_view(), name="openai-models"),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -71,6 +72,11 @@ def _blocked_waiters(redis_url: str) -> int:
     return sum(1 for entry in redis.Redis.from_url(redis_url).client_list() if entry.get("cmd") == "xread")
 
 
+def _until_one_waits(redis_url: str) -> None:
+    while _blocked_waiters(redis_url) < 1:
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
@@ -115,8 +121,7 @@ def test_a_waiting_request_is_woken_by_the_jobs_end(api, stub_broker, redis_url)
     job_ids: list[str] = []
 
     async def cancel_while_waiting() -> None:
-        while _blocked_waiters(redis_url) < 1:
-            await asyncio.sleep(0.02)
+        await asyncio.to_thread(_until_one_waits, redis_url)
         job_ids.append(str(await asyncio.to_thread(lambda: Job.objects.get().id)))
         response = await asyncio.to_thread(api.post, f"/v1/jobs/{job_ids[0]}/cancel")
         assert response.status_code == 200
