@@ -36,15 +36,13 @@ import asyncio
 import base64
 import functools
 import json
-import time
+import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.core.files.storage import default_storage
-from django.db import close_old_connections
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
@@ -63,11 +61,13 @@ from engines import registry
 from engines.audio.io import FORMATS
 from engines.errors import UnknownEngine
 from jobs import services
+from jobs.audio_stream import AudioStreamError, job_audio_chunks
 from jobs.models import Job
-from jobs.wait import job_wait_terminal
 from tenants.authentication import ApiRequest
 from tenants.limits import tenant_limits
 from voices.selectors import voice_get
+
+logger = logging.getLogger(__name__)
 
 # OpenAI's built-in voices: each is the engine's own voice (README).
 OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage", "shimmer", "verse")
@@ -243,6 +243,7 @@ class SpeechApi(_OpenAIView):
             ip=client_ip(request),
             # Someone is listening for it now: high priority where the tenant may use it.
             priority=Job.Priority.HIGH if tenant_limits(client.tenant).allow_high_priority else Job.Priority.NORMAL,
+            stream=True,  # the worker publishes the audio as it is made: relayed below
         )
         headers = {"X-Mynah-Job-Id": str(job.id), "X-Mynah-Cache-Hit": "true" if job.cache_hit else "false"}
         content_type = "text/event-stream" if sse else FORMATS[params.format].content_type
@@ -267,29 +268,21 @@ class ModelListApi(_OpenAIView):
 # ----------------------------------------------------------- audio source
 
 
-async def speech_audio(*, job_id: Any, tenant_id: Any) -> AsyncIterator[bytes]:
-    """The job's encoded audio from its first byte to its last: once the job
-    has finished, from storage. Raises SpeechFailed if it ends without audio."""
-    if not await job_wait_terminal(job_id=job_id, deadline=time.monotonic() + settings.SPEECH_WAIT_S):
-        raise SpeechFailed(504, "speech_timeout", f"The speech was not ready within {settings.SPEECH_WAIT_S:g} s; the job goes on.")
-    status, code, message, key = await _outcome(job_id, tenant_id)
-    if status == Job.Status.FAILED:
-        raise SpeechFailed(500, code or "job_failed", message or "The speech job failed.")
-    if status != Job.Status.SUCCEEDED:
-        raise SpeechFailed(409, f"job_{status}", f"The speech job was {status}.")
-    handle = await sync_to_async(default_storage.open, thread_sensitive=False)(key, "rb")
+# How a stream that ended without the audio is answered, before its first byte.
+_STREAM_ERROR_STATUS = {"job_failed": 500, "job_canceled": 409, "result_expired": 410, "stream_interrupted": 502}
+
+
+async def speech_audio(*, job_id: Any, tenant_id: Any) -> AsyncGenerator[bytes, None]:
+    """The job's encoded audio from its first byte to its last, as the worker
+    makes it (jobs.audio_stream). Raises SpeechFailed if it ends without audio."""
+    chunks = job_audio_chunks(job_id=job_id, tenant_id=tenant_id)
     try:
-        while chunk := await sync_to_async(handle.read, thread_sensitive=False)(_READ_CHUNK_BYTES):
+        async for chunk in chunks:
             yield chunk
+    except AudioStreamError as exc:
+        raise SpeechFailed(_STREAM_ERROR_STATUS.get(exc.code, 503), exc.code, exc.message) from exc
     finally:
-        await sync_to_async(handle.close, thread_sensitive=False)()
-
-
-@sync_to_async(thread_sensitive=False)
-def _outcome(job_id: Any, tenant_id: Any) -> tuple[str, str, str, str]:
-    close_old_connections()
-    job = Job.objects.get(id=job_id, tenant_id=tenant_id)
-    return job.status, job.error_code, job.error_message, job.result_key
+        await chunks.aclose()  # a client that left: the relay learns it now (the job goes on)
 
 
 def _sse_event(event: dict[str, Any]) -> bytes:
@@ -337,7 +330,11 @@ async def _relay(held: Held, receive: Receive, send: Send, *, job_id: Any, tenan
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         while chunk and not gone.done():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            chunk = await anext(body, b"")
+            try:
+                chunk = await anext(body, b"")
+            except SpeechFailed as failure:  # after the status: cut off, so no client takes it for the file
+                logger.info("speech ended without all its audio", extra={"job_id": str(job_id), "error_code": failure.code})
+                raise
         await send({"type": "http.response.body", "body": b""})
     finally:
         gone.cancel()

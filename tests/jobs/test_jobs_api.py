@@ -45,10 +45,12 @@ def test_submit_returns_202_with_location_and_job_body(api, tenant):
         "attempts",
         "input",
         "result",
+        "audio_stream_url",
         "error",
         "cache_hit",
         "metadata",
     }
+    assert body["audio_stream_url"] == f"http://testserver/v1/jobs/{body['id']}/audio-stream"
     assert body["kind"] == "tts" and body["status"] == "queued" and body["progress"] == 0
     assert body["engine"] == "piper" and body["input"]["language"] == "en" and body["input"]["format"] == "mp3"
     assert body["metadata"] == {"order": 42} and body["result"] is None and body["cache_hit"] is False
