@@ -87,3 +87,12 @@ def test_models_list(api):
 
     refused = APIClient().get("/v1/models", HTTP_AUTHORIZATION="Bearer nope")
     assert (refused.status_code, refused.json()["error"]["type"]) == (401, "authentication_error")
+
+
+def test_a_rate_limited_request_is_openais_rate_limit_error(api, stub_broker, settings):
+    settings.TENANT_KEY_RATE_LIMIT_PER_MINUTE = 1
+    assert api.get("/v1/models").status_code == 200
+    limited = api.post(SPEECH, {"model": "tts-1", "voice": "alloy", "input": "Hi."}, format="json")
+    error = limited.json()["error"]
+    assert (limited.status_code, error["code"], error["type"]) == (429, "rate_limited", "rate_limit_error")
+    assert limited["Retry-After"]

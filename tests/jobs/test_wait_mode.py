@@ -44,11 +44,13 @@ def _scope(key: str, body: bytes, headers: dict[str, str], path: str = "/v1/tts"
     }
 
 
-async def _call(key: str, payload: dict[str, Any], headers: dict[str, str], during: Any = None) -> tuple[int, dict, dict]:
+async def _call(
+    key: str, payload: dict[str, Any] | bytes, headers: dict[str, str], during: Any = None, path: str = "/v1/tts"
+) -> tuple[int, dict, dict]:
     from config.asgi import application
 
-    body = json.dumps(payload).encode()
-    communicator = ApplicationCommunicator(application, _scope(key, body, headers))
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    communicator = ApplicationCommunicator(application, _scope(key, body, headers, path))
     await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
     if during is not None:
         await during()
@@ -159,3 +161,17 @@ def test_errors_pass_through_untouched(api, stub_broker):
     status, headers, body = _post(api.raw_key, {"text": "", "engine": "espeak"}, {"prefer": "wait=30"})
     assert (status, body["error"]["code"]) == (400, "validation_error")
     assert "preference-applied" not in headers
+
+
+def test_a_talking_head_waits_the_same_way(api, stub_broker):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+    from harness.portraits import astronaut, encoded
+
+    image = SimpleUploadedFile("portrait.png", encoded(astronaut()), content_type="image/png")
+    body = encode_multipart(BOUNDARY, {"image": image, "text": "Hello there."})
+    headers = {"prefer": "wait=1", "content-type": MULTIPART_CONTENT}
+    status, response_headers, job = asyncio.run(_call(api.raw_key, body, headers, path="/v1/talking-head"))
+    assert (status, job["kind"], job["status"]) == (202, "talking_head", "queued"), job  # no worker: the wait runs out
+    assert response_headers["preference-applied"] == "wait=1"
