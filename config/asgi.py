@@ -42,8 +42,6 @@ from core.responses import raw_error_response
 django_asgi = get_asgi_application()
 django_wsgi = get_wsgi_application()
 
-from voices.asgi import is_voice_upload, voice_upload  # noqa: E402  (needs the apps loaded)
-
 logger = logging.getLogger(__name__)
 
 # Event streams and streamed audio: long responses that wait on Redis.
@@ -271,7 +269,5 @@ async def _dispatch(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif scope["method"] == "GET" and _STREAM_PATH.match(scope["path"]):
         # A stream request with a body would hold a pool thread for the stream's life.
         await _error(send, 400, "malformed_request", "A stream request must not have a body.")
-    elif is_voice_upload(scope):  # the pool runs the view; the wait for the analysis runs here
-        await voice_upload(_PooledWsgi(django_wsgi), scope, receive, send)
-    else:  # a view may hand the rest of its response to the loop (core.handoff: Prefer: wait, speech)
+    else:  # a view may hand the rest of its response to the loop (core.handoff: voice uploads, Prefer: wait, speech)
         await serve_with_handoff(_PooledWsgi(django_wsgi), scope, receive, send)

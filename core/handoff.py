@@ -13,8 +13,8 @@ Under plain WSGI (Django's test client, a WSGI deployment) nothing serves a
 continuation: :func:`handoff_available` is False and the view answers on its
 own (without waiting, or waiting in its thread where it must).
 
-voices.asgi predates this and keeps its own deferral (it settles the verdict
-with a service call and the Idempotency-Key record); new code uses this.
+Users: voice uploads waiting for their analysis (voices.asgi), ``Prefer:
+wait`` (jobs.wait) and OpenAI-compatible speech (jobs.openai_api).
 """
 
 from __future__ import annotations

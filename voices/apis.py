@@ -71,8 +71,8 @@ class VoiceListCreateApi(APIView):
             ip=client_ip(request),
         )
         # Served by config.asgi, the wait for the verdict runs on the event
-        # loop after this returns (voices.asgi): no thread waits on a worker.
-        if not waiting.wait_defer(voice_id=voice.id, tenant_id=voice.tenant_id):
+        # loop after this returns (voices.asgi, core.handoff): no thread waits on a worker.
+        if not waiting.wait_defer(voice_id=voice.id, tenant_id=voice.tenant_id, idempotency_key=request.headers.get("Idempotency-Key")):
             voice = services.voice_wait_analyzed(voice=voice)
         location = reverse("voices:detail", args=[voice.id])
         return Response(voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": location})

@@ -18,10 +18,10 @@ Redis unavailable, the upload answers at once with the voice ``processing``
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from contextvars import ContextVar
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from core.handoff import handoff_defer
 from core.redis import redis_async_client, redis_client
 
 logger = logging.getLogger(__name__)
@@ -145,23 +146,10 @@ class Pending:
     deadline: float  # time.monotonic()
 
 
-@dataclass
-class Deferral:
-    """Filled by the upload view when the ASGI side will do the waiting."""
+def wait_defer(*, voice_id: UUID, tenant_id: UUID, idempotency_key: str | None) -> bool:
+    """Hand the wait for this voice to the event loop (core.handoff), if this
+    request is served by it. False under plain WSGI: the caller waits itself."""
+    from voices.asgi import upload_answer  # the event loop's side
 
-    pending: Pending | None = None
-
-
-# Set by voices.asgi around the WSGI app (the pool thread runs in a copy of
-# the request's context): a request can never set it itself.
-deferral_var: ContextVar[Deferral | None] = ContextVar("voice_wait_deferral", default=None)
-
-
-def wait_defer(*, voice_id: UUID, tenant_id: UUID) -> bool:
-    """Hand the wait for this voice to the event loop, if this request is
-    served by it. False under plain WSGI: the caller waits itself."""
-    deferral = deferral_var.get()
-    if deferral is None:
-        return False
-    deferral.pending = Pending(voice_id=voice_id, tenant_id=tenant_id, deadline=time.monotonic() + settings.VOICE_ANALYSIS_WAIT_S)
-    return True
+    pending = Pending(voice_id=voice_id, tenant_id=tenant_id, deadline=time.monotonic() + settings.VOICE_ANALYSIS_WAIT_S)
+    return handoff_defer(functools.partial(upload_answer, pending=pending, idempotency_key=idempotency_key))
