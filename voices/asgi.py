@@ -4,7 +4,7 @@ the event loop, not in a web thread.
 The view runs in the pool as always (authentication, rate limit, validation,
 storing the upload, queueing its analysis, the Idempotency-Key record) and,
 instead of waiting, hands its ``processing`` answer to :func:`upload_answer`
-through core.handoff (``waiting.wait_defer``). That coroutine takes one of
+through core.handoff (:func:`wait_defer`). That coroutine takes one of
 the tenant's waiting slots and blocks on the worker's Redis notice (until
 ``VOICE_ANALYSIS_WAIT_S``, or the client goes away); then one short pool call
 reads the verdict and the client gets what the WSGI path would have
@@ -16,16 +16,26 @@ cap, the held answer goes out at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from uuid import UUID
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from rest_framework.renderers import JSONRenderer
 
-from core.handoff import Held, Receive, Send, disconnected, send_whole
+from core.handoff import Held, Receive, Send, disconnected, handoff_defer, send_whole
 from voices import services, waiting
 
 logger = logging.getLogger(__name__)
+
+
+def wait_defer(*, voice_id: UUID, tenant_id: UUID, idempotency_key: str | None) -> bool:
+    """Hand the wait for this voice to the event loop (core.handoff), if this
+    request is served by it. False under plain WSGI: the caller waits itself."""
+    pending = waiting.Pending(voice_id=voice_id, tenant_id=tenant_id, deadline=time.monotonic() + settings.VOICE_ANALYSIS_WAIT_S)
+    return handoff_defer(functools.partial(upload_answer, pending=pending, idempotency_key=idempotency_key))
 
 
 async def upload_answer(held: Held, receive: Receive, send: Send, *, pending: waiting.Pending, idempotency_key: str | None) -> None:

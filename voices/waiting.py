@@ -18,7 +18,6 @@ Redis unavailable, the upload answers at once with the voice ``processing``
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import uuid
@@ -29,7 +28,6 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from core.handoff import handoff_defer
 from core.redis import redis_async_client, redis_client
 
 logger = logging.getLogger(__name__)
@@ -144,12 +142,3 @@ class Pending:
     voice_id: UUID
     tenant_id: UUID
     deadline: float  # time.monotonic()
-
-
-def wait_defer(*, voice_id: UUID, tenant_id: UUID, idempotency_key: str | None) -> bool:
-    """Hand the wait for this voice to the event loop (core.handoff), if this
-    request is served by it. False under plain WSGI: the caller waits itself."""
-    from voices.asgi import upload_answer  # the event loop's side
-
-    pending = Pending(voice_id=voice_id, tenant_id=tenant_id, deadline=time.monotonic() + settings.VOICE_ANALYSIS_WAIT_S)
-    return handoff_defer(functools.partial(upload_answer, pending=pending, idempotency_key=idempotency_key))
