@@ -18,6 +18,7 @@ import engine_speed  # noqa: E402
 import fairness  # noqa: E402
 import pickup  # noqa: E402
 import priority  # noqa: E402
+import speech_stream  # noqa: E402
 import sse  # noqa: E402
 import submit  # noqa: E402
 import talking_head  # noqa: E402
@@ -110,6 +111,7 @@ def main() -> None:
             )
         finally:
             stack.stop()
+    rows.extend(speech_stream.rows(speech_stream.run_with_stack()))  # its own stack: piper loaded at worker boot
     isolation = voice_upload_isolation.run_with_stack()  # its own stack: its worker is frozen
     for path in ("/v1/usage", "/healthz"):
         idle, loaded = isolation["idle"][path], isolation["loaded"][path]

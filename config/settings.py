@@ -299,6 +299,25 @@ JOB_EVENTS_MAXLEN = env_int("JOB_EVENTS_MAXLEN", 500)
 JOB_EVENTS_TTL_S = env_int("JOB_EVENTS_TTL_S", 24 * 3600)
 SSE_KEEPALIVE_S = env_float("SSE_KEEPALIVE_S", 15.0)
 SSE_MAX_STREAM_S = env_float("SSE_MAX_STREAM_S", 3600.0)  # then the client reconnects with Last-Event-ID
+# Streamed speech (GET /v1/jobs/{id}/audio-stream, jobs/audio_stream.py): a
+# worker publishes a job's encoded audio to a Redis stream while a client
+# listens; longer speech than AUDIO_STREAM_MAX_BYTES continues from storage.
+AUDIO_STREAM_TTL_S = env_int("AUDIO_STREAM_TTL_S", 300)  # the published audio, after its last chunk
+AUDIO_STREAM_WANT_TTL_S = env_int("AUDIO_STREAM_WANT_TTL_S", 3600)  # a listener's request, while the job queues
+AUDIO_STREAM_MAX_BYTES = env_int("AUDIO_STREAM_MAX_BYTES", 32 * 1024 * 1024)
+AUDIO_STREAM_MAX_S = env_float("AUDIO_STREAM_MAX_S", 900.0)  # one response's longest life
+AUDIO_STREAM_POLL_S = env_float("AUDIO_STREAM_POLL_S", 1.0)  # quiet (or Redis down): look at the row this often
+
+# --- Speech now (jobs/wait.py, jobs/openai_api.py): waits on the event loop, never in a web thread.
+# ``Prefer: wait=N`` on POST /v1/tts and /v1/talking-head waits at most this long (RFC 7240); at most 60.
+JOB_WAIT_MAX_S = min(env_float("JOB_WAIT_MAX_S", 60.0), 60.0)
+# POST /v1/audio/speech: OpenAI's model names -> our engines ("name=engine,..."); engine names are accepted as they are.
+OPENAI_SPEECH_MODELS = dict(
+    item.split("=", 1)
+    for item in env_list(
+        "OPENAI_SPEECH_MODELS", ["tts-1=piper", "tts-1-hd=piper", "gpt-4o-mini-tts=piper", "gpt-4o-mini-tts-2025-12-15=piper"]
+    )
+)
 
 # --- Webhooks (Standard Webhooks signatures).
 # Delays between attempts after a 5xx, timeout or connection error (seconds);

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -95,6 +97,24 @@ class StuckEngine(SlowEngine):
     chunk_seconds = 5.0
 
 
+class GatedEngine(ToneEngine):
+    """Tone, made sentence by sentence; every sentence after the first waits
+    for ``gate`` (a test opens it). A streamed job's first audio is then
+    observably out while the job is still running, without any timing."""
+
+    name = "gated"
+    gate: ClassVar[threading.Event] = threading.Event()
+
+    def synthesize_pieces(self, text: str, request: SpeechRequest) -> Iterator[np.ndarray]:
+        for index, sentence in enumerate(part for part in text.split(".") if part.strip()):
+            if index and not self.gate.wait(timeout=60):
+                raise TransientEngineError("The test never opened the gate.")
+            yield super().synthesize_chunk(sentence, request)
+
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
+        return np.concatenate(list(self.synthesize_pieces(text, request)))
+
+
 class SmallGpuVideoEngine(TalkingHeadEngine):
     """A talking-head engine on a device that runs out of memory above 512 px
     (as a GPU server reports it); at 512 it renders a real, short MP4 of the
@@ -135,6 +155,7 @@ DOUBLES = {
     "tone": "harness.doubles:ToneEngine",
     "slow": "harness.doubles:SlowEngine",
     "stuck": "harness.doubles:StuckEngine",
+    "gated": "harness.doubles:GatedEngine",
 }
 
 

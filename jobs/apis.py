@@ -3,9 +3,13 @@ return a representation."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestAborted
 from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -33,14 +37,21 @@ from core.schema import page_of
 from core.storage import storage_is_local, stored_file_response
 from engines.audio.io import FORMATS
 from jobs import events, selectors, services
+from jobs.audio_stream import AudioStreamError, job_audio_chunks
 from jobs.models import Job
 from jobs.representation import job_representation
 from jobs.schemas import JobSerializer, UsageSerializer
 from jobs.services.params import VOICE_MATCHING_MODES
 from jobs.streams import job_event_stream
+from jobs.wait import PREFER_WAIT_PARAMETER, prefer_wait
 from tenants.authentication import ApiRequest
 from voices.selectors import voice_get
 from webhooks.services import EVENT_TYPES, job_webhook_check
+
+logger = logging.getLogger(__name__)
+
+# ``Prefer: wait=N`` answered with the finished job (jobs/wait.py).
+FINISHED = {201: OpenApiResponse(JobSerializer, "Prefer: wait: the job finished within the wait")}
 
 
 def _base_url(request: Request) -> str:
@@ -78,18 +89,29 @@ class TtsCreateApi(APIView):
         metadata = MetadataField(required=False, default=dict)
         priority = serializers.ChoiceField(choices=Job.Priority.choices, default=Job.Priority.NORMAL)
         cache = serializers.BooleanField(default=True, help_text="false: always run the engine, even for a repeated request")
+        stream = serializers.BooleanField(
+            default=False, help_text="true: the audio is published as it is made; read it from the job's audio_stream_url"
+        )
+        cancel_on_disconnect = serializers.BooleanField(
+            default=False, help_text="With stream: a client that stops reading the audio stream before its end cancels the job"
+        )
         webhook_url = StrictCharField(required=False, max_length=2000)
         webhook_events = serializers.ListField(
             child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, allow_empty=False, max_length=len(EVENT_TYPES)
         )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if attrs.get("cancel_on_disconnect") and not attrs.get("stream"):
+                message = "Only with stream: it is the stream's client whose leaving cancels the job."
+                raise serializers.ValidationError({"cancel_on_disconnect": [ErrorDetail(message, code="requires_stream")]})
             return _webhook_fields_check(attrs)
 
     @extend_schema(
         request=InputSerializer,
-        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")},
+        parameters=[PREFER_WAIT_PARAMETER],
+        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
+    @prefer_wait
     @idempotent
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -110,6 +132,8 @@ class TtsCreateApi(APIView):
             webhook=_webhook(values),
             priority=values["priority"],
             use_cache=values["cache"],
+            stream=values["stream"],
+            cancel_on_disconnect=values["cancel_on_disconnect"],
             tenant=client.tenant,
             api_key=client.api_key,
             params=params,
@@ -184,8 +208,10 @@ class TalkingHeadCreateApi(APIView):
     @extend_schema(
         operation_id="talking_head_create",
         request={"multipart/form-data": InputSerializer},
-        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key")},
+        parameters=[PREFER_WAIT_PARAMETER],
+        responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
+    @prefer_wait
     @idempotent
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -367,6 +393,54 @@ class JobEventsApi(APIView):
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx/Traefik-style proxies: do not buffer
         return response
+
+
+class JobAudioStreamApi(APIView):
+    """A speech job's audio while it is made (chunked), or at once from
+    storage when it has finished (a dedup hit included). The view only
+    authenticates and checks the job; the relay (jobs/audio_stream.py) is an
+    async iterator the ASGI server drives without a thread. A stream that
+    ends without the job's audio (it failed mid-speech) is cut off: the
+    chunked body never completes, so a client cannot take it for the file."""
+
+    http_method_names = ["get", "options"]  # no HEAD: it would open a whole stream
+
+    @extend_schema(
+        responses={
+            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, "The audio, in the job's format, as it is made"),
+            409: OpenApiResponse(description="Not a speech job, or it failed or was canceled"),
+            410: OpenApiResponse(description="The result expired"),
+        }
+    )
+    def get(self, request: ApiRequest, job_id: str) -> StreamingHttpResponse:
+        job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
+        _check_streamable(job)
+        chunks = _relayed(job_audio_chunks(job_id=job.id, tenant_id=job.tenant_id), job_id=job.id)
+        response = StreamingHttpResponse(chunks, content_type=FORMATS[job.input["format"]].content_type)
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # proxies: pass each chunk on at once
+        return response
+
+
+def _check_streamable(job: Job) -> None:
+    """The answers known before the stream starts, as errors with a status."""
+    if job.kind != Job.Kind.TTS:
+        raise ApplicationError("stream_unavailable", "Only speech jobs stream audio.", status=409, details={"kind": job.kind})
+    if job.status == Job.Status.EXPIRED or (job.result_expires_at and job.result_expires_at < timezone.now()):
+        raise ApplicationError("result_expired", "The result has expired and was deleted.", status=410)
+    if job.status in (Job.Status.FAILED, Job.Status.CANCELED):
+        code = "job_failed" if job.status == Job.Status.FAILED else "job_canceled"
+        raise ApplicationError(code, f"The job is {job.status}; it has no audio.", status=409, details={"status": job.status})
+
+
+async def _relayed(chunks: AsyncGenerator[bytes, None], *, job_id: Any) -> AsyncIterator[bytes]:
+    try:
+        async with contextlib.aclosing(chunks):  # closed with this one: a disconnect reaches the relay at once
+            async for chunk in chunks:
+                yield chunk
+    except AudioStreamError as exc:
+        logger.info("audio stream ended without the audio", extra={"job_id": str(job_id), "error_code": exc.code})
+        raise RequestAborted(exc.code) from exc  # Django drops the connection: the body stays incomplete
 
 
 class UsageApi(APIView):

@@ -48,6 +48,9 @@ def job_representation(job: Job, *, base_url: str | None = None) -> dict[str, An
     """``base_url`` is the API's own origin (from the request); payloads built
     outside a request (webhooks, events) use ``PUBLIC_BASE_URL``."""
     error = {"code": job.error_code, "message": job.error_message} if job.status == Job.Status.FAILED else None
+    base = base_url or settings.PUBLIC_BASE_URL
+    # Speech streams its audio while it is made (jobs/audio_stream.py).
+    audio_stream_url = base.rstrip("/") + reverse("jobs:audio-stream", args=[job.id]) if job.kind == Job.Kind.TTS else None
     return {
         "id": str(job.id),
         "kind": job.kind,
@@ -61,7 +64,8 @@ def job_representation(job: Job, *, base_url: str | None = None) -> dict[str, An
         "finished_at": iso(job.finished_at),
         "attempts": job.attempts,
         "input": job.input,
-        "result": _result(job, base_url or settings.PUBLIC_BASE_URL),
+        "result": _result(job, base),
+        "audio_stream_url": audio_stream_url,
         "error": error,
         "cache_hit": job.cache_hit,
         "metadata": job.metadata,

@@ -63,6 +63,9 @@ class JobSerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     input = serializers.DictField()
     result = ResultSerializer(allow_null=True)
+    audio_stream_url = serializers.URLField(
+        allow_null=True, help_text="Speech: its audio as it is made (GET, chunked), or at once when finished. Null otherwise."
+    )
     error = JobErrorSerializer(allow_null=True)
     cache_hit = serializers.BooleanField()
     metadata = serializers.DictField()

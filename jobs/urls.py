@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs import apis
+from jobs import apis, openai_api
 
 app_name = "jobs"
 
@@ -13,5 +13,9 @@ urlpatterns = [
     path("jobs/<str:job_id>/result/<slug:role>", apis.JobResultFileApi.as_view(), name="result-file"),
     path("jobs/<str:job_id>/cancel", apis.JobCancelApi.as_view(), name="cancel"),
     path("jobs/<str:job_id>/events", apis.JobEventsApi.as_view(), name="events"),
+    path("jobs/<str:job_id>/audio-stream", apis.JobAudioStreamApi.as_view(), name="audio-stream"),
     path("usage", apis.UsageApi.as_view(), name="usage"),
+    # OpenAI-compatible (jobs/openai_api.py).
+    path("audio/speech", openai_api.SpeechApi.as_view(), name="openai-speech"),
+    path("models", openai_api.ModelListApi.as_view(), name="openai-models"),
 ]

@@ -17,7 +17,8 @@ from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
 from core.schema import page_of
 from engines import registry
 from tenants.authentication import ApiRequest
-from voices import selectors, services, waiting
+from voices import asgi as voice_uploads
+from voices import selectors, services
 from voices.models import VoicePrompt
 from voices.representation import voice_representation
 from voices.schemas import VoiceSerializer
@@ -71,8 +72,10 @@ class VoiceListCreateApi(APIView):
             ip=client_ip(request),
         )
         # Served by config.asgi, the wait for the verdict runs on the event
-        # loop after this returns (voices.asgi): no thread waits on a worker.
-        if not waiting.wait_defer(voice_id=voice.id, tenant_id=voice.tenant_id):
+        # loop after this returns (voices.asgi, core.handoff): no thread waits on a worker.
+        if not voice_uploads.wait_defer(
+            voice_id=voice.id, tenant_id=voice.tenant_id, idempotency_key=request.headers.get("Idempotency-Key")
+        ):
             voice = services.voice_wait_analyzed(voice=voice)
         location = reverse("voices:detail", args=[voice.id])
         return Response(voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": location})

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from contextvars import ContextVar
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -143,25 +142,3 @@ class Pending:
     voice_id: UUID
     tenant_id: UUID
     deadline: float  # time.monotonic()
-
-
-@dataclass
-class Deferral:
-    """Filled by the upload view when the ASGI side will do the waiting."""
-
-    pending: Pending | None = None
-
-
-# Set by voices.asgi around the WSGI app (the pool thread runs in a copy of
-# the request's context): a request can never set it itself.
-deferral_var: ContextVar[Deferral | None] = ContextVar("voice_wait_deferral", default=None)
-
-
-def wait_defer(*, voice_id: UUID, tenant_id: UUID) -> bool:
-    """Hand the wait for this voice to the event loop, if this request is
-    served by it. False under plain WSGI: the caller waits itself."""
-    deferral = deferral_var.get()
-    if deferral is None:
-        return False
-    deferral.pending = Pending(voice_id=voice_id, tenant_id=tenant_id, deadline=time.monotonic() + settings.VOICE_ANALYSIS_WAIT_S)
-    return True

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
-from engines.audio.dsp import GAP_S, join_chunks, rms_dbfs
-from engines.audio.io import FORMATS, encode_audio, probe_duration
+from engines.audio.dsp import GAP_S, ChunkJoiner, rms_dbfs
+from engines.audio.io import FORMATS, AudioEncoder, finish_file, probe_duration
 from engines.base import Engine
 from engines.errors import PermanentEngineError
 from engines.text import split_into_chunks
 from engines.voice.gate import WER_MAX_AUDIO_S, Excerpt
 
 ProgressCallback = Callable[[int, str], None]
+# Receives the encoded audio as it is made: the calls' bytes, concatenated,
+# are the result file (for WAV, but for the two sizes in its header: see
+# engines/audio/io.py). It must not raise.
+AudioCallback = Callable[[bytes], None]
 
 # Below this level the output is treated as silence (nothing was spoken).
 SILENCE_DBFS = -60.0
@@ -49,6 +53,11 @@ class SpeechRequest:
     # the voice prompt, kept only when it helps and stays intelligible.
     # "off": never; the audio is exactly the engine's own (still scored).
     voice_matching: str = "auto"
+    # Called with the encoded audio as it becomes final: sentence by sentence
+    # without voice matching; all at once after it (matching changes the
+    # whole speech, so nothing is final before it has run). Not part of what
+    # the request is (compare=False): a streamed request is the same request.
+    on_audio: AudioCallback | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,12 @@ class TTSEngine(Engine, ABC):
         """Synthesize one chunk to float32 mono samples at ``sample_rate``.
         ``request`` carries language, speed, voice and instruct."""
 
+    def synthesize_pieces(self, text: str, request: SpeechRequest) -> Iterator[np.ndarray]:
+        """The chunk's audio in pieces as they are made (engines that make a
+        chunk sentence by sentence yield each): their concatenation is the
+        chunk. Default: the whole chunk at once."""
+        yield self.synthesize_chunk(text, request)
+
     def run(self, request: SpeechRequest, progress: ProgressCallback, workdir: Path) -> SpeechResult:
         if request.voice_matching not in VOICE_MATCHING_MODES:
             raise PermanentEngineError(f"voice_matching must be one of {', '.join(VOICE_MATCHING_MODES)}.", code="invalid_voice_matching")
@@ -140,29 +155,29 @@ class TTSEngine(Engine, ABC):
             raise PermanentEngineError("The text contains nothing to speak.", code="empty_text")
         progress(5, "synthesizing")
         share = 85 if request.voice is None else 70  # the rest: matching and scoring
-        pieces = []
-        samples, max_samples = 0, request.max_duration_s and request.max_duration_s * self.sample_rate
-        for index, chunk in enumerate(chunks, start=1):
-            pieces.append(self.synthesize_chunk(chunk, request))
-            samples += len(pieces[-1])
-            if max_samples and samples > max_samples:  # bounded work, whatever the text
-                raise PermanentEngineError(
-                    f"The speech passed the limit of {request.max_duration_s:g} s per job.", code="duration_limit_exceeded"
-                )
-            progress(5 + (share * index) // len(chunks), "synthesizing")
-        audio = join_chunks(pieces, self.sample_rate)
-        if rms_dbfs(audio) < SILENCE_DBFS:
-            raise PermanentEngineError("The engine produced no audible speech for this text.", code="no_speech_generated")
-        voice_report = None
-        quality: dict[str, Any] = {}
-        if request.voice is not None:
-            matches = not self.clones_voice and request.voice_matching == "auto"
-            progress(5 + share, "matching voice" if matches else "scoring voice")
-            audio, voice_report, quality = self._in_voice(audio, request, _excerpt(chunks, pieces, self.sample_rate))
-        progress(92, "encoding")
+        matches = request.voice is not None and not self.clones_voice and request.voice_matching == "auto"
         spec = FORMATS[request.format]
         path = workdir / f"speech.{spec.extension}"
-        encode_audio(audio, self.sample_rate, path, spec.name)
+        try:
+            with path.open("wb") as out:
+                output = _Output(out, spec.name, self.sample_rate, request.on_audio, hold=matches)
+                pieces = self._synthesize(chunks, request, progress, share, output)
+                audio = output.audio()
+                if rms_dbfs(audio) < SILENCE_DBFS:
+                    raise PermanentEngineError("The engine produced no audible speech for this text.", code="no_speech_generated")
+                voice_report = None
+                quality: dict[str, Any] = {}
+                if request.voice is not None:
+                    progress(5 + share, "matching voice" if matches else "scoring voice")
+                    matched, voice_report, quality = self._in_voice(audio, request, _excerpt(chunks, pieces, self.sample_rate))
+                    if matches:
+                        output.release(matched)
+                progress(92, "encoding")
+                output.close()
+        except BaseException:
+            path.unlink(missing_ok=True)  # no half-written output is left behind
+            raise
+        finish_file(path, spec.name, self.sample_rate)
         return SpeechResult(
             path=path,
             format=spec.name,
@@ -174,6 +189,30 @@ class TTSEngine(Engine, ABC):
             voice=voice_report,
             quality=quality,
         )
+
+    def _synthesize(
+        self, chunks: list[str], request: SpeechRequest, progress: ProgressCallback, share: int, output: _Output
+    ) -> list[np.ndarray]:
+        """Synthesize every chunk into ``output``, joined as ``join_chunks``
+        joins them; returns each chunk's samples."""
+        joiner = ChunkJoiner(self.sample_rate)
+        pieces: list[np.ndarray] = []
+        samples, max_samples = 0, request.max_duration_s and request.max_duration_s * self.sample_rate
+        for index, chunk in enumerate(chunks, start=1):
+            output.write(joiner.start_chunk())
+            parts = []
+            for piece in self.synthesize_pieces(chunk, request):
+                parts.append(piece)
+                samples += len(piece)
+                if max_samples and samples > max_samples:  # bounded work, whatever the text
+                    raise PermanentEngineError(
+                        f"The speech passed the limit of {request.max_duration_s:g} s per job.", code="duration_limit_exceeded"
+                    )
+                output.write(joiner.add(piece))
+            output.write(joiner.end_chunk())
+            pieces.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32))
+            progress(5 + (share * index) // len(chunks), "synthesizing")
+        return pieces
 
     def _in_voice(self, audio: np.ndarray, request: SpeechRequest, excerpt: Excerpt) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
         """Score the output against the prompt; for engines that do not clone,
@@ -228,3 +267,48 @@ def _prompt_audio(voice: VoiceReference) -> np.ndarray:
 
     audio, _ = decode_audio(voice.audio_path, PROMPT_SAMPLE_RATE)
     return audio
+
+
+class _Output:
+    """The speech on its way to the file: samples are kept (the whole speech
+    is checked and scored at the end) and, unless held for voice matching,
+    encoded at once, the bytes going to the file and to the request's audio
+    callback (once per block written, not per codec packet)."""
+
+    def __init__(self, out: BinaryIO, fmt: str, sample_rate: int, on_audio: AudioCallback | None, *, hold: bool) -> None:
+        self._out = out
+        self._on_audio = on_audio
+        self._hold = hold
+        self._blocks: list[np.ndarray] = []
+        self._pending: list[bytes] = []
+        self._encoder = AudioEncoder(fmt, sample_rate, self._sink)
+
+    def _sink(self, data: bytes) -> None:
+        self._out.write(data)
+        if self._on_audio is not None:
+            self._pending.append(data)
+
+    def write(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        self._blocks.append(samples)
+        if not self._hold:
+            self._encoder.write(samples)
+            self._publish()
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self._blocks) if self._blocks else np.zeros(0, dtype=np.float32)
+
+    def release(self, audio: np.ndarray) -> None:
+        """The held speech, final at last (voice matching has run)."""
+        self._encoder.write(audio)
+
+    def close(self) -> None:
+        self._encoder.close()
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._pending and self._on_audio is not None:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._on_audio(data)

@@ -6,6 +6,7 @@ import this module (for its language list) without loading the model runtime.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,9 +35,15 @@ class PiperEngine(TTSEngine):
         # The model's rate is authoritative; the class default documents it.
         type(self).sample_rate = int(self._voice.config.sample_rate)
 
-    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
+    def synthesize_pieces(self, text: str, request: SpeechRequest) -> Iterator[np.ndarray]:
+        """Piper makes a chunk sentence by sentence: each is yielded as it is
+        made (a streamed job's first audio is the first sentence's)."""
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=1.0 / request.speed)
-        pieces = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=config)]
+        for chunk in self._voice.synthesize(text, syn_config=config):
+            yield chunk.audio_float_array
+
+    def synthesize_chunk(self, text: str, request: SpeechRequest) -> np.ndarray:
+        pieces = list(self.synthesize_pieces(text, request))
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

@@ -11,9 +11,10 @@ from typing import Any
 from django.conf import settings
 
 from engines import registry
-from engines.errors import EngineOutOfMemory, PermanentEngineError
-from engines.tts.base import SpeechRequest, SpeechResult, VoiceReference
+from engines.errors import Canceled, EngineError, EngineOutOfMemory, PermanentEngineError
+from engines.tts.base import AudioCallback, SpeechRequest, SpeechResult, VoiceReference
 from jobs.models import Job
+from jobs.services.audio_publish import CANCELED, COMPLETE, FAILED, INTERRUPTED, AudioPublisher
 from jobs.services.files import job_input_fetch
 from jobs.services.params import TALKING_HEAD_DEFAULTS
 from jobs.services.progress import ProgressReport, job_progress, progress_between
@@ -45,8 +46,23 @@ def job_make(job: Job, workdir: Path) -> JobOutput:
 
 
 def job_speak(job: Job, workdir: Path) -> JobOutput:
+    """Speech; its encoded audio is published as it is made when a listener
+    wants it (jobs/services/audio_publish.py)."""
     max_duration_s = tenant_limits(job.tenant).max_job_duration_s
-    result = _speech_synthesize(job, workdir, progress_between(job, 0, ENGINE_PROGRESS_SHARE), max_duration_s=max_duration_s)
+    publisher = AudioPublisher(job_id=job.id, attempt=job.attempts)
+    report = progress_between(job, 0, ENGINE_PROGRESS_SHARE)
+    try:
+        result = _speech_synthesize(job, workdir, report, max_duration_s=max_duration_s, on_audio=publisher)
+    except EngineError as exc:
+        publisher.end(FAILED if exc.permanent else INTERRUPTED, code=exc.code, message=exc.message)
+        raise
+    except Canceled:
+        publisher.end(CANCELED)
+        raise
+    except BaseException:  # transient: another attempt may follow (and begins a new stream)
+        publisher.end(INTERRUPTED)
+        raise
+    publisher.end(COMPLETE)
     return _speech_output(result)
 
 
@@ -128,7 +144,13 @@ def _talking_head_speech(job: Job, workdir: Path, *, max_audio_s: float) -> Spee
 
 
 def _speech_synthesize(
-    job: Job, workdir: Path, report: ProgressReport, *, format: str | None = None, max_duration_s: float | None = None
+    job: Job,
+    workdir: Path,
+    report: ProgressReport,
+    *,
+    format: str | None = None,
+    max_duration_s: float | None = None,
+    on_audio: AudioCallback | None = None,
 ) -> SpeechResult:
     engine_name = job.input.get("tts_engine", job.engine) if job.kind == Job.Kind.TALKING_HEAD else job.engine
     engine = registry.get_engine(engine_name)
@@ -141,6 +163,7 @@ def _speech_synthesize(
         instruct=job.input.get("instruct", ""),
         max_duration_s=max_duration_s,
         voice_matching=job.input.get("voice_matching", "auto"),
+        on_audio=on_audio,
     )
     result: SpeechResult = engine.run(request, report, workdir)
     return result

@@ -14,6 +14,7 @@ from audit.services import audit_record
 from core.errors import ApplicationError
 from jobs.models import Job
 from jobs.services.announce import job_announce
+from jobs.services.audio_publish import audio_stream_request
 from jobs.services.dedup import copied_result, dedup_key, dedup_source
 from jobs.services.dispatch import jobs_dispatch
 from jobs.services.files import files_delete, job_inputs_store
@@ -39,11 +40,19 @@ def job_submit_tts(
     webhook: WebhookTarget | None = None,
     priority: str = Job.Priority.NORMAL,
     use_cache: bool = True,
+    stream: bool = False,
+    cancel_on_disconnect: bool = False,
 ) -> Job:
     """Create a speech job. An identical finished request of the tenant is
     reused at once (``cache_hit``, no engine run, no quota seconds); an
     identical one still running is joined. Otherwise the job queues, and the
-    fair-share dispatcher hands it to the workers."""
+    fair-share dispatcher hands it to the workers.
+
+    ``stream``: a client will read the audio while it is made
+    (jobs/audio_stream.py), so the worker publishes it from the first
+    sentence; not part of what the request is (a streamed and a plain
+    identical request dedup to each other). ``cancel_on_disconnect``: a
+    client that stops reading that stream before its end cancels the job."""
     inputs: dict[str, Any] = {"text": params.text, "language": params.language, "format": params.format, "speed": params.speed}
     if params.voice is not None:
         inputs["voice_id"] = str(params.voice.id)
@@ -51,7 +60,7 @@ def job_submit_tts(
             inputs["voice_matching"] = params.voice_matching
     if params.instruct:
         inputs["instruct"] = params.instruct
-    return _job_create(
+    job = _job_create(
         tenant=tenant,
         api_key=api_key,
         kind=Job.Kind.TTS,
@@ -66,6 +75,9 @@ def job_submit_tts(
         use_cache=use_cache,
         size=tts_size(params),
     )
+    if stream and job.status in Job.ACTIVE:
+        audio_stream_request(job_id=job.id, source_id=job.dedup_of_id or job.id, cancel_on_disconnect=cancel_on_disconnect)
+    return job
 
 
 def job_submit_talking_head(

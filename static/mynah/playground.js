@@ -30,7 +30,7 @@
   const TERMINAL = new Set(["succeeded", "failed", "canceled", "expired"]);
   const ACTIVE = new Set(["queued", "running"]);
   const KIND_LABELS = { tts: "Speech", talking_head: "Talking head" };
-  const EXTENSIONS = { "audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/ogg": "ogg", "video/mp4": "mp4" };
+  const EXTENSIONS = { "audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/ogg": "ogg", "audio/flac": "flac", "audio/aac": "aac", "audio/pcm": "pcm", "video/mp4": "mp4" };
 
   const $ = (id) => document.getElementById(id);
 

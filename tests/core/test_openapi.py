@@ -53,7 +53,9 @@ def test_schema_and_docs_are_served(client):
     assert docs.status_code == 200 and b"swagger-ui" in docs.content.lower()
 
 
-@schema.exclude(path_regex=r"/events$").parametrize()
+# Not fuzzed here: event streams, and OpenAI speech, which waits for a worker's audio
+# (tests/jobs/test_openai_speech.py drives it with the real openai client).
+@schema.exclude(path_regex=r"/events$|/audio/speech$").parametrize()
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case, auth_headers):
     case.call_and_validate(headers=auth_headers, checks=CHECKS)

@@ -45,10 +45,12 @@ def test_submit_returns_202_with_location_and_job_body(api, tenant):
         "attempts",
         "input",
         "result",
+        "audio_stream_url",
         "error",
         "cache_hit",
         "metadata",
     }
+    assert body["audio_stream_url"] == f"http://testserver/v1/jobs/{body['id']}/audio-stream"
     assert body["kind"] == "tts" and body["status"] == "queued" and body["progress"] == 0
     assert body["engine"] == "piper" and body["input"]["language"] == "en" and body["input"]["format"] == "mp3"
     assert body["metadata"] == {"order": 42} and body["result"] is None and body["cache_hit"] is False
@@ -86,7 +88,7 @@ def test_enqueue_happens_on_commit(api, stub_broker, django_capture_on_commit_ca
         ({"text": "hi", "speed": "fast"}, "validation_error", "speed"),
         ({"text": "hi", "speed": True}, "validation_error", "speed"),
         ({"text": "hi", "speed": 5}, "validation_error", "speed"),
-        ({"text": "hi", "format": "flac"}, "validation_error", "format"),
+        ({"text": "hi", "format": "opus"}, "validation_error", "format"),  # OpenAI's name; ours is "ogg"
         ({"text": "hi", "metadata": "x"}, "validation_error", "metadata"),
         ({"text": "hi", "metadata": {str(i): i for i in range(40)}}, "validation_error", "metadata"),
         ({"text": "hi", "langauge": "en"}, "validation_error", "langauge"),

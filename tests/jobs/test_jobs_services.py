@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import dramatiq
+import numpy as np
 import pytest
 from django.core.files.storage import default_storage
 from django.db import OperationalError
@@ -53,6 +54,21 @@ def test_job_runs_to_success_and_stores_a_decodable_result(tenant):
     audio, rate = decode_audio(path)
     assert abs(len(audio) / rate - job.result_duration_s) < 0.05
     assert job.result_expires_at > timezone.now() + timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "rate"), [("flac", "audio/flac", None), ("aac", "audio/aac", None), ("pcm", "audio/pcm", 24000)]
+)
+def test_stored_results_in_every_new_format_decode(tenant, fmt, content_type, rate):
+    job = _job(tenant, fmt=fmt)
+    services.job_run(job_id=str(job.id))
+    job = _refresh(job)
+    assert job.status == "succeeded" and job.result_content_type == content_type
+    assert job.result_key.endswith(f".{fmt}")
+    audio, decoded_rate = decode_audio(default_storage.path(job.result_key))
+    assert rate is None or decoded_rate == rate
+    assert job.result_duration_s > 1.0 and abs(len(audio) / decoded_rate - job.result_duration_s) < 0.1
+    assert np.abs(audio).max() > 0.05  # speech, not silence
 
 
 def test_progress_is_written_at_each_stage_and_chunk(tenant, monkeypatch):

@@ -78,7 +78,7 @@ def test_catalog_lists_usable_engines_from_their_metadata(client):
     assert "builtin" in video and "sonic" not in video
     assert video["builtin"]["resolutions"] == [512, 768, 1024]
     assert catalog["default_video_engine"] == "builtin"
-    assert catalog["formats"] == ["mp3", "ogg", "wav"]
+    assert catalog["formats"] == ["aac", "flac", "mp3", "ogg", "pcm", "wav"]
     assert catalog["talking_head_defaults"]["fps"] == 25
     assert catalog["default_tts_engine"] == {"neural": "piper", "neural_languages": ["en", "en-us"], "other": "espeak"}
 

@@ -76,6 +76,9 @@ WEB_ABSENT_OPTIONAL = {
     "backports": "urllib3.util.request (backports.zstd)",
     "websockets": "uvicorn's ws=auto (the API serves no websockets)",
     "wsproto": "uvicorn's ws=auto",
+    # drf-spectacular looks its pydantic extension's target up where pydantic is
+    # installed (the dev venv has it for the openai client's tests).
+    "pydantic": "drf_spectacular.contrib.pydantic",
 }
 
 
