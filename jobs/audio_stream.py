@@ -8,9 +8,10 @@ its last, in order, as one file:
   and relays the job's Redis stream with ``XREAD BLOCK`` on the event loop,
   no thread held while it waits. A job that joined an identical one still
   being made relays that one's stream;
-- when the stream is quiet or Redis is gone, the row is the record: once the
-  job has succeeded the rest comes from the stored result, which holds the
-  same bytes (it is checked: the bytes already sent must be its beginning).
+- when the stream is quiet, Redis is gone or lost entries (each carries its
+  offset), the row is the record: once the job has succeeded the rest comes
+  from the stored result, which holds the same bytes (it is checked: the
+  bytes already sent must be its beginning).
 
 It raises ``AudioStreamError`` with a stable code when the job ends without
 (all of its) audio: ``job_failed``, ``job_canceled``, ``result_expired``,
@@ -197,11 +198,14 @@ async def _live(relay: _Relay, row: _Row) -> AsyncIterator[bytes]:
                 kind = fields.get(b"t")
                 if kind == publish.BEGIN and relay.sent:  # a new attempt after audio was sent
                     raise AudioStreamError("stream_interrupted", "The job restarted after its audio began; fetch the result.")
-                if kind == publish.DATA:
+                if kind == publish.DATA and not from_storage:
+                    if int(fields[b"o"]) != relay.sent:  # entries lost (Redis restarted): never relay a gap
+                        from_storage = True
+                        continue
                     yield relay.note(fields[b"d"])
                 elif kind == publish.END:
                     outcome = fields[b"outcome"].decode()
-                    if outcome == publish.COMPLETE:
+                    if outcome == publish.COMPLETE and not from_storage:
                         return
                     if outcome == publish.FAILED:
                         code, message = fields[b"code"].decode(), fields[b"message"].decode()
@@ -210,7 +214,8 @@ async def _live(relay: _Relay, row: _Row) -> AsyncIterator[bytes]:
                         raise AudioStreamError("job_canceled", "The job was canceled.")
                     if outcome == publish.INTERRUPTED and relay.sent:
                         raise AudioStreamError("stream_interrupted", "The job stopped after its audio began; fetch the result.")
-                    from_storage = outcome == publish.OVERFLOW  # the rest once the job has stored it
+                    if outcome == publish.OVERFLOW:
+                        from_storage = True  # the rest once the job has stored it
             if entries:
                 continue
             # Quiet, Redis gone, or the rest is in storage: the row is the record.
