@@ -89,3 +89,24 @@ def test_a_redis_restart_mid_stream_loses_no_job_and_the_stream_completes_from_s
     final = stack.wait_terminal(job["id"], timeout=120)
     assert final["status"] == "succeeded"
     assert streamed == _result(stack, job["id"])
+
+
+def test_a_job_that_ends_without_its_audio_cuts_the_body_off(stack):
+    """Once audio went out, a job that is canceled (or fails) mid-speech
+    cannot answer with an error: the chunked body never gets its last chunk,
+    so the client sees a broken transfer, not a short file."""
+    job = _submit(stack, text=LONG_TEXT, engine="slow", stream=True, cache=False)
+    parts = urlsplit(stack.base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as conn:
+        request = f"GET /v1/jobs/{job['id']}/audio-stream HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {stack.api_key}\r\n\r\n"
+        conn.sendall(request.encode())
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < 64:
+            received += conn.recv(65536)
+        canceled = requests.post(f"{stack.base_url}/v1/jobs/{job['id']}/cancel", headers=stack.headers(), timeout=30)
+        assert canceled.status_code == 200
+        while data := conn.recv(65536):  # the server closes the connection
+            received += data
+    assert received.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in received.lower()
+    assert not received.endswith(b"0\r\n\r\n")  # no terminating chunk
+    assert stack.wait_terminal(job["id"])["status"] == "canceled"
