@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_args, ms, percentile
+from common import base_args, ms, percentile, ts
 
 # Every job speaks the same text (about 8 s of speech): "cache": false makes
 # each one run the engine, and the dedup hit below uses its own text.
@@ -101,14 +101,14 @@ async def _streamed(http: _Http, text: str) -> tuple[float, float, int]:
     return first - started, time.perf_counter() - started, len(audio)
 
 
-async def _polled(http: _Http, text: str) -> tuple[float, float, int]:
+async def _polled(http: _Http, text: str) -> tuple[float, float, float]:
     started = time.perf_counter()
     status, body, _ = await http.request("POST", "/v1/tts", {"text": text, "engine": "piper", "format": "mp3", "cache": False})
     assert status == 202, body
     job = await _until_succeeded(http, json.loads(body)["id"])
-    status, audio, first = await http.request("GET", urlsplit(job["result"]["url"]).path)
+    status, _, first = await http.request("GET", urlsplit(job["result"]["url"]).path)
     assert status == 200 and first is not None, status
-    return first - started, time.perf_counter() - started, len(audio)
+    return first - started, time.perf_counter() - started, ts(job["started_at"]) - ts(job["created_at"])
 
 
 async def _until_succeeded(http: _Http, job_id: str) -> dict:
@@ -121,8 +121,8 @@ async def _until_succeeded(http: _Http, job_id: str) -> dict:
         await asyncio.sleep(POLL_S)  # polling is what is measured
 
 
-async def _concurrent(http: _Http, clients: int, rounds: int, how) -> list[tuple[float, float, int]]:
-    results: list[tuple[float, float, int]] = []
+async def _concurrent(http: _Http, clients: int, rounds: int, how) -> list[tuple[float, float, float]]:
+    results: list[tuple[float, float, float]] = []
 
     async def client() -> None:
         for _ in range(rounds):
@@ -152,9 +152,10 @@ async def _dedup_hits(http: _Http, count: int) -> dict:
     return {"from_post": from_post, "from_get": from_get}
 
 
-def _summary(results: list[tuple[float, float, int]]) -> dict:
-    firsts, lasts = [r[0] for r in results], [r[1] for r in results]
+def _summary(results: list[tuple[float, float, float]]) -> dict:
+    firsts, lasts, pickups = [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
     return {
+        "pickup_p50": percentile(pickups, 50),
         "n": len(results),
         "first_p50": percentile(firsts, 50),
         "first_p99": percentile(firsts, 99),
@@ -212,7 +213,10 @@ def rows(result: dict) -> list[tuple[str, str]]:
         for how in ("streamed", "polled"):
             s = level[how]
             label = f"speech {how} (piper, 5 sentences, mp3), {clients} clients: first byte p50 / p99; last byte p50 / p99"
-            value = f"{ms(s['first_p50'])} / {ms(s['first_p99'])}; {ms(s['last_p50'])} / {ms(s['last_p99'])} (n={s['n']})"
+            value = (
+                f"{ms(s['first_p50'])} / {ms(s['first_p99'])}; {ms(s['last_p50'])} / {ms(s['last_p99'])} "
+                f"(n={s['n']}; pickup p50 {ms(s['pickup_p50'])})"
+            )
             out.append((label, value))
     post, get = result["dedup"]["from_post"], result["dedup"]["from_get"]
     out.append(

@@ -87,12 +87,17 @@ def _row(job_id: Any, tenant_id: Any) -> _Row:
     return _Row(status, kind, source, result_key, error_code, error_message)
 
 
-@sync_to_async(thread_sensitive=False)
-def _read_stored(key: str, offset: int) -> bytes:
-    with default_storage.open(key, "rb") as handle:
-        handle.seek(offset)
-        data: bytes = handle.read()
-        return data
+async def _stored_chunks(key: str) -> AsyncGenerator[bytes, None]:
+    """A stored result in pieces: one open, reads in a worker thread each."""
+    try:
+        handle = await sync_to_async(default_storage.open, thread_sensitive=False)(key, "rb")
+    except FileNotFoundError:
+        raise AudioStreamError("result_missing", "The result file is missing from storage.") from None
+    try:
+        while data := await sync_to_async(handle.read, thread_sensitive=False)(_READ_BYTES):
+            yield data
+    finally:
+        await sync_to_async(handle.close, thread_sensitive=False)()
 
 
 @sync_to_async(thread_sensitive=False)
@@ -128,13 +133,21 @@ class _Relay:
         self.sent += len(data)
         return data
 
-    async def from_storage(self, row: _Row) -> bytes:
-        """The stored result past what was sent; it must begin with it."""
-        stored = await _read_stored(row.result_key, 0)
-        matches = len(stored) >= self.sent and hashlib.sha256(stored[_HEADER_BYTES : self.sent]).digest() == self.digest.digest()
-        if self.sent and not matches:
-            raise AudioStreamError("stream_interrupted", "The audio sent so far is not the stored result's; fetch the result.")
-        return stored[self.sent :]
+    async def from_storage(self, row: _Row) -> AsyncGenerator[bytes, None]:
+        """The stored result past what was sent, which must be its beginning
+        (but for the header: see _HEADER_BYTES)."""
+        sent, digest, offset = self.sent, hashlib.sha256(), 0
+        async for data in _stored_chunks(row.result_key):
+            start, offset = offset, offset + len(data)
+            if start < sent:  # this piece overlaps what was sent: compare it, do not send it again
+                digest.update(data[max(0, _HEADER_BYTES - start) : sent - start])
+                data = data[sent - start :]
+                if offset >= sent and digest.digest() != self.digest.digest():
+                    raise AudioStreamError("stream_interrupted", "The audio sent so far is not the stored result's; fetch the result.")
+            if data:
+                yield self.note(data)
+        if offset < sent:
+            raise AudioStreamError("stream_interrupted", "The audio sent so far is longer than the stored result; fetch the result.")
 
 
 async def job_audio_chunks(*, job_id: uuid.UUID | str, tenant_id: Any) -> AsyncGenerator[bytes, None]:
@@ -145,9 +158,8 @@ async def job_audio_chunks(*, job_id: uuid.UUID | str, tenant_id: Any) -> AsyncG
         raise AudioStreamError("stream_unavailable", "Only speech jobs stream audio.")
     try:
         if row.status == Job.Status.SUCCEEDED:
-            data = await relay.from_storage(row)
-            for start in range(0, len(data), _READ_BYTES):
-                yield data[start : start + _READ_BYTES]
+            async for data in relay.from_storage(row):
+                yield data
             return
         if row.status not in Job.ACTIVE:
             raise _ended(row)
@@ -221,7 +233,8 @@ async def _live(relay: _Relay, row: _Row) -> AsyncIterator[bytes]:
             # Quiet, Redis gone, or the rest is in storage: the row is the record.
             row = await _row(relay.job_id, relay.tenant_id)
             if row.status == Job.Status.SUCCEEDED:
-                yield await relay.from_storage(row)
+                async for data in relay.from_storage(row):
+                    yield data
                 return
             if row.status not in Job.ACTIVE:
                 raise _ended(row)
