@@ -89,16 +89,18 @@ async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> tuple[
     return b"".join(parts), first
 
 
-async def _streamed(http: _Http, text: str) -> tuple[float, float, int]:
+async def _streamed(http: _Http, text: str) -> tuple[float, float, float]:
+    """First byte, last byte (from the POST) and the job's pickup (started_at - created_at)."""
     started = time.perf_counter()
-    status, body, _ = await http.request(
-        "POST", "/v1/tts", {"text": text, "engine": "piper", "format": "mp3", "stream": True, "cache": False}
-    )
+    payload = {"text": text, "engine": "piper", "format": "mp3", "stream": True, "cache": False}
+    status, body, _ = await http.request("POST", "/v1/tts", payload)
     assert status == 202, body
     job = json.loads(body)
     status, audio, first = await http.request("GET", urlsplit(job["audio_stream_url"]).path)
     assert status == 200 and first is not None, (status, audio[:200])
-    return first - started, time.perf_counter() - started, len(audio)
+    last = time.perf_counter() - started
+    job = json.loads((await http.request("GET", f"/v1/jobs/{job['id']}"))[1])  # after the measurement
+    return first - started, last, ts(job["started_at"]) - ts(job["created_at"])
 
 
 async def _polled(http: _Http, text: str) -> tuple[float, float, float]:
