@@ -7,7 +7,8 @@ For piper and a five-sentence text, at 1, 8 and 32 concurrent clients, each
 client submits (``POST /v1/tts``, ``"stream": true``, ``"cache": false``)
 and reads ``GET /v1/jobs/{id}/audio-stream`` to its end; times run from the
 start of the POST. Next to it, the same job polled: POST without stream,
-``GET /v1/jobs/{id}`` every 20 ms until it succeeded, then the result. And a
+``GET /v1/jobs/{id}`` every 20 ms until it succeeded, then the result. Each
+client alternates the two, so both see the same load. And a
 dedup hit: the same request again, its stream's first byte (from the POST,
 and from the GET alone). Prints p50 and p99; it asserts nothing.
 """
@@ -123,14 +124,18 @@ async def _until_succeeded(http: _Http, job_id: str) -> dict:
         await asyncio.sleep(POLL_S)  # polling is what is measured
 
 
-async def _concurrent(http: _Http, clients: int, rounds: int, how) -> list[tuple[float, float, float]]:
-    results: list[tuple[float, float, float]] = []
+async def _concurrent(http: _Http, clients: int, rounds: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Each client alternates a streamed and a polled job, so both see the
+    same load (the machine is shared; its load drifts within minutes)."""
+    results: dict[str, list[tuple[float, float, float]]] = {"streamed": [], "polled": []}
 
-    async def client() -> None:
-        for _ in range(rounds):
-            results.append(await how(http, FIVE_SENTENCES.format(n=4711)))
+    async def client(index: int) -> None:
+        for round_ in range(rounds):
+            order = [("streamed", _streamed), ("polled", _polled)]
+            for name, how in order if (index + round_) % 2 == 0 else order[::-1]:
+                results[name].append(await how(http, FIVE_SENTENCES.format(n=4711)))
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(index) for index in range(clients)))
     return results
 
 
@@ -172,10 +177,8 @@ async def _run(url: str, key: str, levels: tuple[int, ...], samples: int) -> dic
         await _streamed(http, FIVE_SENTENCES.format(n=4711))
     result: dict = {"levels": {}}
     for clients in levels:
-        rounds = max(1, samples // clients)
-        streamed = _summary(await _concurrent(http, clients, rounds, _streamed))
-        polled = _summary(await _concurrent(http, clients, rounds, _polled))
-        result["levels"][clients] = {"streamed": streamed, "polled": polled}
+        runs = await _concurrent(http, clients, max(1, samples // clients))
+        result["levels"][clients] = {name: _summary(values) for name, values in runs.items()}
     hits = await _dedup_hits(http, max(20, samples))
     result["dedup"] = {name: (percentile(values, 50), percentile(values, 99)) for name, values in hits.items()}
     return result
