@@ -255,3 +255,22 @@ def test_entries_lost_by_redis_are_never_relayed_as_a_gap(api, gate, redis_url, 
         assert raised.value.code == "stream_interrupted"
     else:
         assert async_to_sync(read)() == _stored(body["id"])
+
+
+def test_speech_longer_than_the_stream_cap_continues_from_storage(api, gate, settings, redis_url):
+    import redis
+
+    from jobs.services import audio_publish
+
+    settings.AUDIO_STREAM_MAX_BYTES = 12_000  # the first sentence's WAV (~9.6 kB) fits, the second does not
+    settings.AUDIO_STREAM_POLL_S = 0.05
+    body = _submit(api, format="wav")
+    worker = _run_in_background(body["id"])
+    streamed = _read_opening_the_gate(Job.objects.get(id=body["id"]), gate)
+    worker.join(timeout=30)
+    stored = _stored(body["id"])
+    assert len(stored) > 12_000
+    assert streamed[44:] == stored[44:] and streamed[40:44] == b"\xff\xff\xff\xff"
+    published = redis.Redis.from_url(redis_url).xrange(audio_publish.audio_key(body["id"]))
+    assert sum(len(fields.get(b"d", b"")) for _, fields in published) <= 12_000  # the rest came from storage
+    assert published[-1][1][b"outcome"] == b"overflow"
