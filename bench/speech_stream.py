@@ -7,7 +7,8 @@ For piper and a five-sentence text, at 1, 8 and 32 concurrent clients, each
 client submits (``POST /v1/tts``, ``"stream": true``, ``"cache": false``)
 and reads ``GET /v1/jobs/{id}/audio-stream`` to its end; times run from the
 start of the POST. Next to it, the same job polled: POST without stream,
-``GET /v1/jobs/{id}`` every 20 ms until it succeeded, then the result. And a
+``GET /v1/jobs/{id}`` every 20 ms until it succeeded, then the result. Each
+client alternates the two, so both see the same load. And a
 dedup hit: the same request again, its stream's first byte (from the POST,
 and from the GET alone). Prints p50 and p99; it asserts nothing.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_args, ms, percentile
+from common import base_args, ms, percentile, ts
 
 # Every job speaks the same text (about 8 s of speech): "cache": false makes
 # each one run the engine, and the dedup hit below uses its own text.
@@ -89,26 +90,28 @@ async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> tuple[
     return b"".join(parts), first
 
 
-async def _streamed(http: _Http, text: str) -> tuple[float, float, int]:
+async def _streamed(http: _Http, text: str) -> tuple[float, float, float]:
+    """First byte, last byte (from the POST) and the job's pickup (started_at - created_at)."""
     started = time.perf_counter()
-    status, body, _ = await http.request(
-        "POST", "/v1/tts", {"text": text, "engine": "piper", "format": "mp3", "stream": True, "cache": False}
-    )
+    payload = {"text": text, "engine": "piper", "format": "mp3", "stream": True, "cache": False}
+    status, body, _ = await http.request("POST", "/v1/tts", payload)
     assert status == 202, body
     job = json.loads(body)
     status, audio, first = await http.request("GET", urlsplit(job["audio_stream_url"]).path)
     assert status == 200 and first is not None, (status, audio[:200])
-    return first - started, time.perf_counter() - started, len(audio)
+    last = time.perf_counter() - started
+    job = json.loads((await http.request("GET", f"/v1/jobs/{job['id']}"))[1])  # after the measurement
+    return first - started, last, ts(job["started_at"]) - ts(job["created_at"])
 
 
-async def _polled(http: _Http, text: str) -> tuple[float, float, int]:
+async def _polled(http: _Http, text: str) -> tuple[float, float, float]:
     started = time.perf_counter()
     status, body, _ = await http.request("POST", "/v1/tts", {"text": text, "engine": "piper", "format": "mp3", "cache": False})
     assert status == 202, body
     job = await _until_succeeded(http, json.loads(body)["id"])
-    status, audio, first = await http.request("GET", urlsplit(job["result"]["url"]).path)
+    status, _, first = await http.request("GET", urlsplit(job["result"]["url"]).path)
     assert status == 200 and first is not None, status
-    return first - started, time.perf_counter() - started, len(audio)
+    return first - started, time.perf_counter() - started, ts(job["started_at"]) - ts(job["created_at"])
 
 
 async def _until_succeeded(http: _Http, job_id: str) -> dict:
@@ -121,14 +124,18 @@ async def _until_succeeded(http: _Http, job_id: str) -> dict:
         await asyncio.sleep(POLL_S)  # polling is what is measured
 
 
-async def _concurrent(http: _Http, clients: int, rounds: int, how) -> list[tuple[float, float, int]]:
-    results: list[tuple[float, float, int]] = []
+async def _concurrent(http: _Http, clients: int, rounds: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Each client alternates a streamed and a polled job, so both see the
+    same load (the machine is shared; its load drifts within minutes)."""
+    results: dict[str, list[tuple[float, float, float]]] = {"streamed": [], "polled": []}
 
-    async def client() -> None:
-        for _ in range(rounds):
-            results.append(await how(http, FIVE_SENTENCES.format(n=4711)))
+    async def client(index: int) -> None:
+        for round_ in range(rounds):
+            order = [("streamed", _streamed), ("polled", _polled)]
+            for name, how in order if (index + round_) % 2 == 0 else order[::-1]:
+                results[name].append(await how(http, FIVE_SENTENCES.format(n=4711)))
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(index) for index in range(clients)))
     return results
 
 
@@ -152,9 +159,10 @@ async def _dedup_hits(http: _Http, count: int) -> dict:
     return {"from_post": from_post, "from_get": from_get}
 
 
-def _summary(results: list[tuple[float, float, int]]) -> dict:
-    firsts, lasts = [r[0] for r in results], [r[1] for r in results]
+def _summary(results: list[tuple[float, float, float]]) -> dict:
+    firsts, lasts, pickups = [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
     return {
+        "pickup_p50": percentile(pickups, 50),
         "n": len(results),
         "first_p50": percentile(firsts, 50),
         "first_p99": percentile(firsts, 99),
@@ -169,10 +177,8 @@ async def _run(url: str, key: str, levels: tuple[int, ...], samples: int) -> dic
         await _streamed(http, FIVE_SENTENCES.format(n=4711))
     result: dict = {"levels": {}}
     for clients in levels:
-        rounds = max(1, samples // clients)
-        streamed = _summary(await _concurrent(http, clients, rounds, _streamed))
-        polled = _summary(await _concurrent(http, clients, rounds, _polled))
-        result["levels"][clients] = {"streamed": streamed, "polled": polled}
+        runs = await _concurrent(http, clients, max(1, samples // clients))
+        result["levels"][clients] = {name: _summary(values) for name, values in runs.items()}
     hits = await _dedup_hits(http, max(20, samples))
     result["dedup"] = {name: (percentile(values, 50), percentile(values, 99)) for name, values in hits.items()}
     return result
@@ -212,7 +218,10 @@ def rows(result: dict) -> list[tuple[str, str]]:
         for how in ("streamed", "polled"):
             s = level[how]
             label = f"speech {how} (piper, 5 sentences, mp3), {clients} clients: first byte p50 / p99; last byte p50 / p99"
-            value = f"{ms(s['first_p50'])} / {ms(s['first_p99'])}; {ms(s['last_p50'])} / {ms(s['last_p99'])} (n={s['n']})"
+            value = (
+                f"{ms(s['first_p50'])} / {ms(s['first_p99'])}; {ms(s['last_p50'])} / {ms(s['last_p99'])} "
+                f"(n={s['n']}; pickup p50 {ms(s['pickup_p50'])})"
+            )
             out.append((label, value))
     post, get = result["dedup"]["from_post"], result["dedup"]["from_get"]
     out.append(

@@ -8,9 +8,10 @@ its last, in order, as one file:
   and relays the job's Redis stream with ``XREAD BLOCK`` on the event loop,
   no thread held while it waits. A job that joined an identical one still
   being made relays that one's stream;
-- when the stream is quiet or Redis is gone, the row is the record: once the
-  job has succeeded the rest comes from the stored result, which holds the
-  same bytes (it is checked: the bytes already sent must be its beginning).
+- when the stream is quiet, Redis is gone or lost entries (each carries its
+  offset), the row is the record: once the job has succeeded the rest comes
+  from the stored result, which holds the same bytes (it is checked: the
+  bytes already sent must be its beginning).
 
 It raises ``AudioStreamError`` with a stable code when the job ends without
 (all of its) audio: ``job_failed``, ``job_canceled``, ``result_expired``,
@@ -86,12 +87,17 @@ def _row(job_id: Any, tenant_id: Any) -> _Row:
     return _Row(status, kind, source, result_key, error_code, error_message)
 
 
-@sync_to_async(thread_sensitive=False)
-def _read_stored(key: str, offset: int) -> bytes:
-    with default_storage.open(key, "rb") as handle:
-        handle.seek(offset)
-        data: bytes = handle.read()
-        return data
+async def _stored_chunks(key: str) -> AsyncGenerator[bytes, None]:
+    """A stored result in pieces: one open, reads in a worker thread each."""
+    try:
+        handle = await sync_to_async(default_storage.open, thread_sensitive=False)(key, "rb")
+    except FileNotFoundError:
+        raise AudioStreamError("result_missing", "The result file is missing from storage.") from None
+    try:
+        while data := await sync_to_async(handle.read, thread_sensitive=False)(_READ_BYTES):
+            yield data
+    finally:
+        await sync_to_async(handle.close, thread_sensitive=False)()
 
 
 @sync_to_async(thread_sensitive=False)
@@ -127,13 +133,21 @@ class _Relay:
         self.sent += len(data)
         return data
 
-    async def from_storage(self, row: _Row) -> bytes:
-        """The stored result past what was sent; it must begin with it."""
-        stored = await _read_stored(row.result_key, 0)
-        matches = len(stored) >= self.sent and hashlib.sha256(stored[_HEADER_BYTES : self.sent]).digest() == self.digest.digest()
-        if self.sent and not matches:
-            raise AudioStreamError("stream_interrupted", "The audio sent so far is not the stored result's; fetch the result.")
-        return stored[self.sent :]
+    async def from_storage(self, row: _Row) -> AsyncGenerator[bytes, None]:
+        """The stored result past what was sent, which must be its beginning
+        (but for the header: see _HEADER_BYTES)."""
+        sent, digest, offset = self.sent, hashlib.sha256(), 0
+        async for data in _stored_chunks(row.result_key):
+            start, offset = offset, offset + len(data)
+            if start < sent:  # this piece overlaps what was sent: compare it, do not send it again
+                digest.update(data[max(0, _HEADER_BYTES - start) : sent - start])
+                data = data[sent - start :]
+                if offset >= sent and digest.digest() != self.digest.digest():
+                    raise AudioStreamError("stream_interrupted", "The audio sent so far is not the stored result's; fetch the result.")
+            if data:
+                yield self.note(data)
+        if offset < sent:
+            raise AudioStreamError("stream_interrupted", "The audio sent so far is longer than the stored result; fetch the result.")
 
 
 async def job_audio_chunks(*, job_id: uuid.UUID | str, tenant_id: Any) -> AsyncGenerator[bytes, None]:
@@ -144,9 +158,8 @@ async def job_audio_chunks(*, job_id: uuid.UUID | str, tenant_id: Any) -> AsyncG
         raise AudioStreamError("stream_unavailable", "Only speech jobs stream audio.")
     try:
         if row.status == Job.Status.SUCCEEDED:
-            data = await relay.from_storage(row)
-            for start in range(0, len(data), _READ_BYTES):
-                yield data[start : start + _READ_BYTES]
+            async for data in relay.from_storage(row):
+                yield data
             return
         if row.status not in Job.ACTIVE:
             raise _ended(row)
@@ -197,11 +210,14 @@ async def _live(relay: _Relay, row: _Row) -> AsyncIterator[bytes]:
                 kind = fields.get(b"t")
                 if kind == publish.BEGIN and relay.sent:  # a new attempt after audio was sent
                     raise AudioStreamError("stream_interrupted", "The job restarted after its audio began; fetch the result.")
-                if kind == publish.DATA:
+                if kind == publish.DATA and not from_storage:
+                    if int(fields[b"o"]) != relay.sent:  # entries lost (Redis restarted): never relay a gap
+                        from_storage = True
+                        continue
                     yield relay.note(fields[b"d"])
                 elif kind == publish.END:
                     outcome = fields[b"outcome"].decode()
-                    if outcome == publish.COMPLETE:
+                    if outcome == publish.COMPLETE and not from_storage:
                         return
                     if outcome == publish.FAILED:
                         code, message = fields[b"code"].decode(), fields[b"message"].decode()
@@ -210,13 +226,15 @@ async def _live(relay: _Relay, row: _Row) -> AsyncIterator[bytes]:
                         raise AudioStreamError("job_canceled", "The job was canceled.")
                     if outcome == publish.INTERRUPTED and relay.sent:
                         raise AudioStreamError("stream_interrupted", "The job stopped after its audio began; fetch the result.")
-                    from_storage = outcome == publish.OVERFLOW  # the rest once the job has stored it
+                    if outcome == publish.OVERFLOW:
+                        from_storage = True  # the rest once the job has stored it
             if entries:
                 continue
             # Quiet, Redis gone, or the rest is in storage: the row is the record.
             row = await _row(relay.job_id, relay.tenant_id)
             if row.status == Job.Status.SUCCEEDED:
-                yield await relay.from_storage(row)
+                async for data in relay.from_storage(row):
+                    yield data
                 return
             if row.status not in Job.ACTIVE:
                 raise _ended(row)

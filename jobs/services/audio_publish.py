@@ -10,6 +10,8 @@ Redis. Once wanted, the worker appends to the job's audio stream:
   never follows a failed attempt's),
 - ``data`` entries: everything encoded so far at once, then each block as it
   is encoded (their concatenation is the result file; engines/audio/io.py),
+  each with its offset in the file, so a listener sees a gap (entries a
+  restarted Redis lost) instead of relaying it,
 - ``end``: ``complete``, ``failed`` (permanent engine error, with its code),
   ``canceled``, ``interrupted`` (a transient error: the job may be retried),
   or ``overflow`` (past AUDIO_STREAM_MAX_BYTES: the rest comes from storage).
@@ -74,6 +76,7 @@ class AudioPublisher:
         self._overflow = False
         self._unsent: list[bytes] = []
         self._size = 0
+        self._published = 0  # bytes published: the next entry's offset
 
     def __call__(self, data: bytes) -> None:
         self._size += len(data)
@@ -87,9 +90,10 @@ class AudioPublisher:
             return
         self._unsent.append(data)
         if self._is_wanted():
-            entries = [(DATA, {b"d": b"".join(self._unsent)})]
+            data = b"".join(self._unsent)
             self._unsent.clear()
-            self._append(entries)
+            self._append([(DATA, {b"d": data, b"o": str(self._published).encode()})])
+            self._published += len(data)
 
     def end(self, outcome: str, *, code: str = "", message: str = "") -> None:
         if self._broken or not self._is_wanted():

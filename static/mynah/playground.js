@@ -639,10 +639,8 @@
     return label ? { label } : {};
   }
 
-  $("pg-tts-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const box = $("pg-tts-error");
-    clearError(box);
+  /** The speech request the form describes. */
+  function ttsBody() {
     const body = {
       text: $("pg-tts-text").value,
       language: ttsLanguage.value,
@@ -667,8 +665,108 @@
     if (!$("pg-tts-cache").checked) {
       body.cache = false;
     }
+    return body;
+  }
+
+  $("pg-tts-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const box = $("pg-tts-error");
+    clearError(box);
+    const body = ttsBody();
     await submitJob(event.submitter || $("pg-tts-submit"), box, () => api("tts", { method: "POST", json: body }));
   });
+
+  // ------------------------------------------------------------- speak now
+  /* "Speak now": the same request as MP3 with "stream": true, played while
+   * it is made. The card's <audio> plays a MediaSource fed with the chunks of
+   * GET /v1/jobs/{id}/audio-stream (fetched with the key: an <audio src>
+   * cannot send it). Without MediaSource MP3 support, the stream is read to
+   * its end and played from a blob: URL. */
+  const STREAM_TYPE = "audio/mpeg";
+  const canStreamMp3 = () => "MediaSource" in window && MediaSource.isTypeSupported(STREAM_TYPE);
+
+  $("pg-tts-speak").addEventListener("click", async (event) => {
+    const button = event.currentTarget;
+    const box = $("pg-tts-error");
+    clearError(box);
+    const body = { ...ttsBody(), format: "mp3", stream: true };
+    button.disabled = true;
+    try {
+      const job = await api("tts", { method: "POST", json: body });
+      upsertJob(job);
+      const card = openCard(job, { submittedAt: performance.now() });
+      card.dataset.loaded = "streaming"; // the stream plays it: the stored copy is not fetched again
+      card.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      refreshJobs();
+      playStream(card, job).catch((error) => {
+        card.dataset.stream = "failed";
+        const message = error instanceof ApiError ? error : new ApiError({
+          code: "stream_interrupted", message: "The audio stream stopped before its end; the job's status says why.",
+        });
+        showError(card.querySelector(".pg-error"), message);
+      });
+    } catch (error) {
+      showError(box, error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  /** Waits until a SourceBuffer has taken the last append. */
+  const appended = (buffer) => new Promise((resolve, reject) => {
+    buffer.addEventListener("updateend", resolve, { once: true });
+    buffer.addEventListener("error", () => reject(new Error("The browser could not decode the stream.")), { once: true });
+  });
+
+  async function playStream(card, job) {
+    const player = card.querySelector(".pg-player");
+    const media = el("audio", { controls: true, className: "pg-stream-audio" });
+    player.replaceChildren(media);
+    card.dataset.stream = "opening";
+    const response = await apiFetch(`jobs/${encodeURIComponent(job.id)}/audio-stream`, { headers: { Accept: "audio/mpeg, */*" } });
+    const reader = response.body.getReader();
+    const parts = [];
+    let buffer = null;
+    let source = null;
+    card.dataset.streamMode = canStreamMp3() ? "mediasource" : "blob";
+    if (canStreamMp3()) {
+      source = new MediaSource();
+      media.src = URL.createObjectURL(source);
+      await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
+      buffer = source.addSourceBuffer(STREAM_TYPE);
+    }
+    card.dataset.stream = "playing";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) {
+        break;
+      }
+      parts.push(value);
+      card.dataset.streamBytes = String(Number(card.dataset.streamBytes || 0) + value.byteLength);
+      if (buffer) {
+        const taken = appended(buffer);
+        buffer.appendBuffer(value);
+        await taken;
+        if (parts.length === 1) {
+          media.play().catch(() => {}); // the click allowed it; a browser that refuses leaves the controls
+        }
+      }
+    }
+    const blob = new Blob(parts, { type: STREAM_TYPE });
+    const objectUrl = URL.createObjectURL(blob);
+    if (source) {
+      source.endOfStream();
+    } else {
+      media.src = objectUrl;
+      media.play().catch(() => {});
+    }
+    results.set(job.id, { blob, contentType: STREAM_TYPE, objectUrl, filename: filenameFor(job, STREAM_TYPE), remote: false });
+    const download = card.querySelector(".pg-download");
+    download.href = objectUrl;
+    download.setAttribute("download", filenameFor(job, STREAM_TYPE));
+    download.hidden = false;
+    card.dataset.stream = "done";
+  }
 
   // ---------------------------------------------------------- talking head
   const thEngineSelect = $("pg-th-engine");

@@ -92,6 +92,43 @@ def test_event_stream_requests_with_a_body_are_refused():
     assert status == 400 and json.loads(body)["error"]["code"] == "malformed_request"
 
 
+def test_audio_stream_requests_with_a_body_are_refused():
+    status, _, body = _call("GET", "/v1/jobs/123/audio-stream", [(b"content-length", b"10")], b"0123456789")
+    assert status == 400 and json.loads(body)["error"]["code"] == "malformed_request"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audio_streams_are_served_without_a_pool_thread(api, tenant):
+    """Every thread of the WSGI pool is busy: a speech job's audio stream
+    still answers, because it runs on the event loop (as event streams do)."""
+    import threading
+
+    from django.core.files.storage import default_storage
+
+    from config import asgi
+    from jobs import services
+    from jobs.services import TtsParams
+
+    params = TtsParams(text="On the loop.", language="en", engine="tone", format="wav", speed=1.0)
+    job = services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None, use_cache=False)
+    services.job_run(job_id=str(job.id))
+    job.refresh_from_db()
+    release = threading.Event()
+    busy = [asgi._executor.submit(release.wait, 30) for _ in range(asgi._executor._max_workers)]
+    try:
+        status, headers, body = _call("GET", f"/v1/jobs/{job.id}/audio-stream", [(b"authorization", b"Bearer " + api.raw_key.encode())])
+        # Through the pool it could only have answered once a busy thread gave up (30 s).
+        assert not any(future.done() for future in busy)
+    finally:
+        release.set()
+        for future in busy:
+            future.result(timeout=30)
+    assert status == 200, body
+    assert headers.get(b"content-type", headers.get(b"Content-Type")) == b"audio/wav"
+    with default_storage.open(job.result_key) as handle:
+        assert body == handle.read()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_head_on_an_event_stream_is_405(api):
     key = api.raw_key.encode()

@@ -420,6 +420,38 @@ def test_live_progress_resumes_after_a_dropped_stream(stack):
         assert browser.errors == []
 
 
+def test_speak_now_plays_the_speech_while_it_is_streamed(stack):
+    """ "Speak now" submits the form's speech as a streamed MP3 job and plays
+    GET /v1/jobs/{id}/audio-stream through MediaSource as the chunks arrive:
+    the <audio> element has data and plays; the bytes are the stored result."""
+    text = "Speak now plays this at once. A second sentence follows. And a third one ends it."
+    with chromium_session(name="playground-speak-now", reduced_motion="reduce") as browser:
+        page = browser.page
+        open_playground(page, stack)
+        use_key(page, stack.api_key)
+        page.fill("#pg-tts-text", text)
+        page.uncheck("#pg-tts-cache")
+        page.click("#pg-tts-speak")
+        job_id = newest_card(page)
+        page.wait_for_selector(f'{card(job_id)}[data-stream="done"]', timeout=JOB_TIMEOUT_MS)
+        assert page.get_attribute(card(job_id), "data-stream-mode") == "mediasource"
+        streamed_bytes = int(page.get_attribute(card(job_id), "data-stream-bytes"))
+        audio = f"{card(job_id)} audio.pg-stream-audio"
+        page.wait_for_function(
+            "selector => { const media = document.querySelector(selector);"
+            " return media.buffered.length > 0 && media.buffered.end(0) > 3 && media.currentTime > 0.2; }",
+            arg=audio,
+            timeout=STEP_TIMEOUT_MS,
+        )
+        browser.screenshot("playground-speak-now")
+        page.evaluate(f"document.querySelector('{audio}').pause()")
+        wait_done(page, job_id)
+        assert page.is_visible(f"{card(job_id)} .pg-download")
+        assert browser.errors == []
+    job = stack.job(job_id)
+    assert job["input"]["format"] == "mp3" and job["result"]["size_bytes"] == streamed_bytes
+
+
 def test_api_errors_show_code_and_message_as_text(stack, inputs):
     with chromium_session(name="playground-errors", reduced_motion="reduce") as browser:
         page = browser.page

@@ -216,3 +216,61 @@ def test_without_redis_the_stream_comes_from_storage_once_the_job_is_done(api, g
     streamed = async_to_sync(read)()
     worker.join(timeout=30)
     assert streamed == _stored(body["id"])
+
+
+@pytest.mark.parametrize("stored_differs", [False, True])
+def test_entries_lost_by_redis_are_never_relayed_as_a_gap(api, gate, redis_url, settings, stored_differs):
+    """A restarted Redis can lose the last entries it acknowledged (append-only
+    file synced once a second) while the worker goes on publishing: the
+    relay sees the offsets jump and takes the rest from the stored file."""
+    import redis
+
+    from jobs.services import audio_publish
+
+    settings.AUDIO_STREAM_POLL_S = 0.05
+    body = _submit(api, text="One two three. Four five six. Seven eight nine. Ten eleven twelve.")
+    gate.set()
+    services.job_run(job_id=body["id"])  # published while made: its whole stream is in Redis
+    client = redis.Redis.from_url(redis_url)
+    entries = client.xrange(audio_publish.audio_key(body["id"]))
+    data = [entry_id for entry_id, fields in entries if fields[b"t"] == b"data"]
+    assert len(data) >= 3
+    client.xdel(audio_publish.audio_key(body["id"]), data[1])  # what the restart lost
+    job = Job.objects.get(id=body["id"])
+    Job.objects.filter(id=job.id).update(status="running")  # read while "still being made"
+    if stored_differs:  # e.g. another attempt's audio: what was sent is not its beginning
+        stored_path = Path(default_storage.path(job.result_key))
+        stored_path.write_bytes(bytes(len(stored_path.read_bytes())))
+
+    async def read() -> bytes:
+        chunks = job_audio_chunks(job_id=job.id, tenant_id=job.tenant_id)
+        first = await anext(chunks)
+        # The gap is next: the relay waits for the row; the job "finishes" now.
+        await sync_to_async(lambda: Job.objects.filter(id=job.id).update(status="succeeded"))()
+        return first + b"".join([chunk async for chunk in chunks])
+
+    if stored_differs:
+        with pytest.raises(AudioStreamError) as raised:
+            async_to_sync(read)()
+        assert raised.value.code == "stream_interrupted"
+    else:
+        assert async_to_sync(read)() == _stored(body["id"])
+
+
+def test_speech_longer_than_the_stream_cap_continues_from_storage(api, gate, settings, redis_url):
+    import redis
+
+    from jobs.services import audio_publish
+
+    settings.AUDIO_STREAM_MAX_BYTES = 12_000  # the first sentence's WAV (~9.6 kB) fits, the second does not
+    settings.AUDIO_STREAM_POLL_S = 0.05
+    body = _submit(api, format="wav")
+    worker = _run_in_background(body["id"])
+    streamed = _read_opening_the_gate(Job.objects.get(id=body["id"]), gate)
+    worker.join(timeout=30)
+    stored = _stored(body["id"])
+    assert len(stored) > 12_000
+    assert streamed[44:] == stored[44:] and streamed[40:44] == b"\xff\xff\xff\xff"
+    published = redis.Redis.from_url(redis_url).xrange(audio_publish.audio_key(body["id"]))
+    assert sum(len(fields.get(b"d", b"")) for _, fields in published) <= 12_000  # the rest came from storage
+    assert published[-1][1][b"outcome"] == b"overflow"
