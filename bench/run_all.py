@@ -16,6 +16,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 import dedup  # noqa: E402
 import engine_speed  # noqa: E402
 import fairness  # noqa: E402
+import intake  # noqa: E402
 import pickup  # noqa: E402
 import priority  # noqa: E402
 import speech_stream  # noqa: E402
@@ -111,6 +112,7 @@ def main() -> None:
             )
         finally:
             stack.stop()
+    rows.extend(intake.rows(intake.run()))  # its own stacks: SQLite, then Postgres
     rows.extend(speech_stream.rows(speech_stream.run_with_stack()))  # its own stack: piper loaded at worker boot
     isolation = voice_upload_isolation.run_with_stack()  # its own stack: its worker is frozen
     for path in ("/v1/usage", "/healthz"):
