@@ -419,6 +419,12 @@ IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = env_int("IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S",
 
 API_KEY_CUSTOM_HEADER = None
 API_KEY_LAST_USED_RESOLUTION_S = env_float("API_KEY_LAST_USED_RESOLUTION_S", 60.0)
+# Each process keeps keys it verified for AUTH_CACHE_TTL_S seconds (0: off),
+# so a request skips the key lookup. That is the bound on revocation: a key
+# revoked or a tenant suspended elsewhere is refused by every process within
+# it (tenants/auth_cache.py). At most AUTH_CACHE_MAX_ENTRIES keys per process.
+AUTH_CACHE_TTL_S = env_float("AUTH_CACHE_TTL_S", 2.0)
+AUTH_CACHE_MAX_ENTRIES = env_int("AUTH_CACHE_MAX_ENTRIES", 4096)
 
 # --- /metrics (Prometheus). Set a token to require "Authorization: Bearer
 # <token>" (scrapers send it with bearer_token / authorization in their config).
