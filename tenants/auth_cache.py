@@ -2,8 +2,8 @@
 skips the key lookup (a query by prefix, a SHA-512 check and the tenant).
 
 Bound on revocation: an entry lives ``AUTH_CACHE_TTL_S`` seconds (default
-2) from the lookup that verified it, and only successful lookups are cached.
-A key revoked, or a tenant suspended, in another process (another web
+2) from the start of the lookup that verified it, and only successful
+lookups are cached. A key revoked, or a tenant suspended, in another process (another web
 instance, a management command, a SQL UPDATE) is therefore refused by every
 process at most ``AUTH_CACHE_TTL_S`` seconds after the change commits. In the
 process that makes the change (``api_key_revoke``, the admin) the cache is
@@ -33,6 +33,14 @@ from django.db import transaction
 from tenants.models import ApiKey
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """Taken before a lookup: the cache's generation and clock then."""
+
+    generation: int
+    started_at: float
+
+
 @dataclass
 class _Entry:
     api_key: ApiKey  # with its tenant loaded; never handed out itself (see get())
@@ -47,7 +55,7 @@ class ApiKeyCache:
         self._salt = secrets.token_bytes(32)
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self.generation = 0  # bumped by clear(): a lookup that began before it is not cached
+        self.generation = 0  # bumped by clear(): a lookup that began before it is not cached (see put())
 
     @staticmethod
     def ttl_s() -> float:
@@ -73,16 +81,21 @@ class ApiKeyCache:
             cached = entry.api_key
         return _copy(cached)
 
-    def put(self, digest: bytes, api_key: ApiKey, *, generation: int) -> None:
-        """Cache a key verified by a lookup that began at ``generation``
-        (read before the lookup): dropped if the cache was cleared since, as
+    def ticket(self) -> Ticket:
+        with self._lock:
+            return Ticket(generation=self.generation, started_at=self.clock())
+
+    def put(self, digest: bytes, api_key: ApiKey, *, ticket: Ticket) -> None:
+        """Cache a key verified by a lookup that began with ``ticket``. The
+        entry expires AUTH_CACHE_TTL_S after the lookup began (the row may
+        have been read then), and is dropped if the cache was cleared since:
         the lookup may have read the row before a revocation."""
         ttl = self.ttl_s()
         if ttl <= 0:
             return
-        entry = _Entry(api_key=_copy(api_key), expires_at=self.clock() + ttl)
+        entry = _Entry(api_key=_copy(api_key), expires_at=ticket.started_at + ttl)
         with self._lock:
-            if generation != self.generation:
+            if ticket.generation != self.generation:
                 return
             self._entries[digest] = entry
             self._entries.move_to_end(digest)

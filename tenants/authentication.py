@@ -75,9 +75,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         digest = api_key_cache.digest(raw_key)
         api_key = api_key_cache.get(digest)
         if api_key is None:
-            generation = api_key_cache.generation
+            ticket = api_key_cache.ticket()
             api_key = self._lookup(raw_key, request)
-            api_key_cache.put(digest, api_key, generation=generation)
+            api_key_cache.put(digest, api_key, ticket=ticket)
         elif api_key.has_expired:
             auth_failure_record(request=request, prefix=api_key.prefix, reason="invalid_api_key", tenant=api_key.tenant)
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")

@@ -148,16 +148,23 @@ def test_the_cache_is_bounded_and_keyed_by_a_digest(api, cached, clock):
     key = _key(api)
     with override_settings(AUTH_CACHE_MAX_ENTRIES=2):
         for raw in ("a.1", "b.2", "c.3"):
-            cache.put(cache.digest(raw), key, generation=cache.generation)
+            cache.put(cache.digest(raw), key, ticket=cache.ticket())
         assert len(cache) == 2
         assert cache.get(cache.digest("a.1")) is None  # the least recently used went
         assert cache.get(cache.digest("c.3")) is not None
     assert all(api.raw_key.encode() not in digest for digest in cache._entries)
     # A lookup that began before a clear() is not cached: it may have read the row before a revocation.
-    generation = cache.generation
+    ticket = cache.ticket()
     cache.clear()
-    cache.put(cache.digest("d.4"), key, generation=generation)
+    cache.put(cache.digest("d.4"), key, ticket=ticket)
     assert len(cache) == 0
+    # An entry lives AUTH_CACHE_TTL_S from the start of its lookup, however long the lookup took.
+    ticket = cache.ticket()
+    clock.now += 1.5
+    with override_settings(AUTH_CACHE_TTL_S=2):
+        cache.put(cache.digest("e.5"), key, ticket=ticket)
+        clock.now += 0.5
+        assert cache.get(cache.digest("e.5")) is None
 
 
 def test_a_ttl_of_zero_turns_the_cache_off(api):
