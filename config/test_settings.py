@@ -31,3 +31,6 @@ DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="mynah-
 TENANT_RATE_LIMIT_PER_MINUTE = 1_000_000
 TENANT_KEY_RATE_LIMIT_PER_MINUTE = 1_000_000
 AUTH_FAILURE_LIMIT = 1_000_000
+# Unit tests see a revoked key or a suspended tenant at once; the tests of
+# the cache (tests/tenants/test_auth_cache.py) turn it on.
+AUTH_CACHE_TTL_S = 0

@@ -54,6 +54,10 @@ class Cluster:
             "PYTHONPATH": str(ROOT),
             "WEB_INSTANCES": str(web_instances),
             "WORKER_REPLICAS": str(worker_replicas),
+            # Postgres pass: the suite's cluster allows 300 connections
+            # (harness/postgres.py); each process's pool holds 1 to 12.
+            "DB_POOL_MIN_SIZE": "1",
+            "DB_POOL_MAX_SIZE": "12",
             **(extra_env or {}),
         }
         self.process: subprocess.Popen | None = None

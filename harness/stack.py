@@ -85,6 +85,10 @@ class Stack:
             "dramatiq_worker_timeout": "20",
             "PYTHONPATH": str(ROOT),
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+            # Postgres pass: the suite's cluster allows 300 connections
+            # (harness/postgres.py); each process's pool holds 1 to 12.
+            "DB_POOL_MIN_SIZE": "1",
+            "DB_POOL_MAX_SIZE": "12",
             **(extra_env or {}),
         }
         self.worker_threads = worker_threads

@@ -78,7 +78,10 @@ class _Row:
 def _row(job_id: Any, tenant_id: Any) -> _Row:
     close_old_connections()  # pool threads keep connections; drop stale ones
     fields = ("status", "kind", "id", "dedup_of_id", "result_key", "error_code", "error_message")
-    values = Job.objects.filter(id=job_id, tenant_id=tenant_id).values_list(*fields).first()
+    try:
+        values = Job.objects.filter(id=job_id, tenant_id=tenant_id).values_list(*fields).first()
+    finally:
+        close_old_connections()  # with the Postgres pool: give the connection back
     if values is None:
         raise AudioStreamError("job_not_found", "No such job.")
     status, kind, own_id, dedup_of_id, result_key, error_code, error_message = values
@@ -105,9 +108,12 @@ def _cancel(job_id: Any) -> None:
     from jobs.services import job_cancel
 
     close_old_connections()
-    job = Job.objects.filter(id=job_id).first()
-    if job is not None and job.status in Job.ACTIVE:
-        job_cancel(job=job, actor="system:stream-disconnect", ip=None)
+    try:
+        job = Job.objects.filter(id=job_id).first()
+        if job is not None and job.status in Job.ACTIVE:
+            job_cancel(job=job, actor="system:stream-disconnect", ip=None)
+    finally:
+        close_old_connections()  # with the Postgres pool: give the connection back
 
 
 def _ended(row: _Row) -> AudioStreamError:

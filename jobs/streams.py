@@ -40,8 +40,11 @@ def _frame(event: str, data: dict[str, Any], event_id: str | None = None) -> str
 @sync_to_async(thread_sensitive=False)
 def _snapshot(job_id: Any, base_url: str) -> tuple[bool, dict[str, Any]]:
     close_old_connections()  # pool threads keep connections; drop stale ones
-    job = Job.objects.get(id=job_id)
-    return job.is_terminal, job_representation(job, base_url=base_url)
+    try:
+        job = Job.objects.get(id=job_id)
+        return job.is_terminal, job_representation(job, base_url=base_url)
+    finally:
+        close_old_connections()  # with the Postgres pool: give the connection back
 
 
 async def _tail_id(client: aioredis.Redis, key: str) -> str:

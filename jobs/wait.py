@@ -126,8 +126,11 @@ async def _wait_then_answer(
 def job_snapshot(job_id: Any, base_url: str) -> tuple[bool, dict[str, Any]]:
     """(terminal, representation) of the job, read in a short pool call."""
     close_old_connections()  # pool threads keep connections; drop stale ones
-    job = Job.objects.select_related("tenant").get(id=job_id)
-    return job.is_terminal, job_representation(job, base_url=base_url)
+    try:
+        job = Job.objects.select_related("tenant").get(id=job_id)
+        return job.is_terminal, job_representation(job, base_url=base_url)
+    finally:
+        close_old_connections()  # with the Postgres pool: give the connection back
 
 
 async def job_wait_terminal(*, job_id: Any, deadline: float) -> bool:

@@ -8,7 +8,7 @@ from audit.admin_mixins import AuditedAdminMixin
 from tenants.limits import tenant_limits
 from tenants.models import ApiKey, Tenant, UsagePeriod
 from tenants.selectors import usage_get
-from tenants.services import api_key_create, api_key_revoke
+from tenants.services import api_key_create, api_key_revoke, auth_cache_invalidate
 
 
 @admin.register(Tenant)
@@ -40,6 +40,10 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
         ),
         ("Usage", {"fields": ("usage",)}),
     )
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        auth_cache_invalidate()  # a suspension holds in this process at once
 
     @admin.display(description="active jobs")
     def active_jobs(self, tenant: Tenant) -> int:
@@ -85,6 +89,7 @@ class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            auth_cache_invalidate()  # a new expiry holds in this process at once
             return
         api_key, raw_key = api_key_create(
             tenant=obj.tenant, name=obj.name, expires_at=obj.expiry_date, actor=f"staff:{request.user.get_username()}"

@@ -16,6 +16,7 @@ from audit.services import audit_record, auth_failure_record
 from core.context import client_ip
 from core.errors import ApplicationError
 from core.redis import redis_client
+from tenants.auth_cache import api_key_cache
 from tenants.models import ApiKey, Tenant
 from tenants.ratelimit import rate_limit_check
 
@@ -69,8 +70,19 @@ class ApiKeyAuthentication(BaseAuthentication):
         except UnicodeDecodeError:
             auth_failure_record(request=request, prefix="", reason="malformed_api_key")
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
-        api_key = self._lookup(raw_key, request)
-        self._touch(api_key)
+        # A key verified by this process within AUTH_CACHE_TTL_S skips the
+        # lookup (tenants/auth_cache.py: the bound on revocation).
+        digest = api_key_cache.digest(raw_key)
+        api_key = api_key_cache.get(digest)
+        if api_key is None:
+            ticket = api_key_cache.ticket()
+            api_key = self._lookup(raw_key, request)
+            api_key_cache.put(digest, api_key, ticket=ticket)
+        elif api_key.has_expired:
+            auth_failure_record(request=request, prefix=api_key.prefix, reason="invalid_api_key", tenant=api_key.tenant)
+            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+        if self._touch(api_key):
+            api_key_cache.touched(digest, api_key)
         return ApiClient(tenant=api_key.tenant, api_key=api_key), api_key
 
     def authenticate_header(self, request: Request) -> str:
@@ -95,14 +107,16 @@ class ApiKeyAuthentication(BaseAuthentication):
         return api_key
 
     @staticmethod
-    def _touch(api_key: ApiKey) -> None:
+    def _touch(api_key: ApiKey) -> bool:
         """Record last use, at most once per resolution window: a write on
-        every request would make key checks the bottleneck."""
+        every request would make key checks the bottleneck. True if written."""
         now = timezone.now()
         resolution = timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION_S)
         if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
             api_key.last_used_at = now
+            return True
+        return False
 
 
 # --- Failed authentications per client address (GCRA in Redis, as the

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from core.errors import ApplicationError
+from tenants.auth_cache import api_key_cache_clear
 from tenants.models import ApiKey, Tenant, UsagePeriod
 
 
@@ -32,12 +33,22 @@ def api_key_create(*, tenant: Tenant, name: str, expires_at: datetime | None = N
     return api_key, raw_key
 
 
+def auth_cache_invalidate() -> None:
+    """After a change to a tenant (suspension) or a key (expiry) made outside
+    ``api_key_revoke``: this process authenticates against the new rows at
+    once (and again when the current transaction commits), the other
+    processes within ``AUTH_CACHE_TTL_S``."""
+    api_key_cache_clear()
+
+
 @transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, actor: str = "system") -> ApiKey:
     if api_key.revoked:
         return api_key
     ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
     api_key.revoked = True
+    # Refused by this process at once, by the others within AUTH_CACHE_TTL_S.
+    api_key_cache_clear()
     audit_record(action="api_key.revoke", actor=actor, tenant=api_key.tenant, target=api_key, metadata={"prefix": api_key.prefix})
     return api_key
 
