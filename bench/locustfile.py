@@ -1,6 +1,7 @@
 """A Locust scenario: API clients that submit speech jobs, poll them and
 download what they made, the mix a real integration sends.
 
+    .venv/bin/pip install locust==2.47.0   # not a project requirement (README, "Load testing")
     MYNAH_API_KEY=KEY .venv/bin/locust -f bench/locustfile.py --headless \\
         -u 64 -r 16 -t 30s --host http://127.0.0.1:8000
 
