@@ -83,9 +83,12 @@ TEMPLATES = [
 # worker processes can write concurrently), Postgres via DATABASE_URL.
 # Connections persist: a thread keeps its SQLite connection for
 # DB_CONN_MAX_AGE seconds (opening one and its PRAGMAs cost ~7 % of a submit);
-# on Postgres each process keeps a psycopg connection pool (DB_POOL, on by
-# default), and a thread takes a connection from it per request or message
-# and returns it when Django closes it (a pool requires CONN_MAX_AGE = 0).
+# on Postgres a thread keeps its connection too, or, with DB_POOL=true, each
+# process keeps a psycopg pool, from which a thread takes a connection per
+# request or message (a pool requires CONN_MAX_AGE = 0). The pool is off by
+# default: hundreds of event streams opening at once each read a snapshot in
+# their own thread, more at once than a pool of DB_POOL_MAX_SIZE lends within
+# DB_POOL_TIMEOUT (tests/e2e/test_integration_delivery.py saw 503s).
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'mynah.sqlite3'}"),
@@ -99,7 +102,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", False):
     # Per process: DB_POOL_MIN_SIZE connections open at once, up to
     # DB_POOL_MAX_SIZE under load; a thread waits DB_POOL_TIMEOUT seconds for
     # one before the request fails (503 database_unavailable). Size
