@@ -25,7 +25,7 @@ import submit  # noqa: E402
 import talking_head  # noqa: E402
 import voice_similarity  # noqa: E402
 import voice_upload_isolation  # noqa: E402
-from common import ms, wait_all_done  # noqa: E402
+from common import TENANT_LIMITS_LIFTED, ms, wait_all_done  # noqa: E402
 
 from harness.stack import Stack  # noqa: E402
 
@@ -55,11 +55,7 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="mynah-bench-") as workdir:
         # Benchmarks measure throughput, so the tenants' request and job limits are lifted.
-        unlimited = {
-            "TENANT_RATE_LIMIT_PER_MINUTE": "10000000",
-            "TENANT_KEY_RATE_LIMIT_PER_MINUTE": "10000000",
-            "TENANT_MAX_ACTIVE_JOBS": "10000000",
-        }
+        unlimited = TENANT_LIMITS_LIFTED
         stack = Stack(
             Path(workdir), web_workers=int(os.environ.get("WEB_CONCURRENCY", "2")), extra_env={"LOG_LEVEL": "WARNING", **unlimited}
         )
