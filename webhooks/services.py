@@ -139,7 +139,7 @@ def deliveries_dispatch(*, tenant_id: Any, limit: int | None = None) -> int:
     now = timezone.now()
     with transaction.atomic():
         if connection.features.has_select_for_update:
-            Tenant.objects.select_for_update().filter(pk=tenant_id).exists()
+            Tenant.objects.select_for_update(no_key=True).filter(pk=tenant_id).exists()
         in_flight = Delivery.objects.filter(tenant_id=tenant_id, status__in=_IN_FLIGHT, enqueued_at__isnull=False).count()
         free = limit - in_flight
         if free <= 0:
@@ -439,9 +439,11 @@ def endpoint_create(
     _check_event_types(event_types)
     with transaction.atomic():
         # One tenant's creations in turn, so the limit is exact. SQLite's
-        # IMMEDIATE transactions already serialize writers; Postgres locks the row.
+        # IMMEDIATE transactions already serialize writers; Postgres locks the
+        # row, FOR NO KEY UPDATE so rows referencing the tenant (a worker's
+        # UsagePeriod insert) need not wait (see jobs.services.submit).
         if connection.features.has_select_for_update:
-            Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
+            Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).exists()
         endpoint_limit_check(tenant=tenant)
         endpoint = Endpoint.objects.create(
             tenant=tenant, url=url, event_types=sorted(set(event_types)), description=description, secret=signing.secret_generate()

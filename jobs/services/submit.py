@@ -173,14 +173,10 @@ def _job_create(
     material = {**inputs, "voice_sha256": voice.content_sha256} if voice is not None else inputs
     key = dedup_key(tenant=tenant, kind=kind, engine=engine, inputs=material) if use_cache else ""
     with transaction.atomic():
-        # One tenant's submissions in turn, so quota checks are exact. SQLite's
-        # IMMEDIATE transactions already serialize writers; Postgres locks the row.
-        if connection.features.has_select_for_update:
-            Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
+        if key:
+            _identical_requests_in_turn(key)
         source = dedup_source(tenant=tenant, dedup_key=key, priority=priority) if key else None
         reuse = source is not None and source.status == Status.SUCCEEDED
-        if not reuse:
-            _check_quotas(tenant=tenant, limits=limits)  # a reused output costs nothing
         copied = copied_result(source) if reuse and source is not None else {}
         if reuse:
             copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
@@ -211,6 +207,9 @@ def _job_create(
             ip=ip,
             metadata={"kind": job.kind, "engine": job.engine, "cache_hit": job.cache_hit},
         )
+        if not reuse:  # a reused output costs nothing
+            _tenant_submissions_in_turn(tenant)
+            _check_quotas(tenant=tenant, limits=limits)  # counts this job too
         if reuse:
             usage_record(tenant_id=tenant.pk, cache_hits=1)
             transaction.on_commit(partial(job_announce, job, fresh=True), robust=True)
@@ -239,8 +238,32 @@ def _check_size(*, tenant: Tenant, size: JobSize, limits: TenantLimits | None = 
         )
 
 
+def _identical_requests_in_turn(key: str) -> None:
+    """Identical submissions in turn, so the second finds the first (in-flight
+    coalescing stays exact). SQLite's IMMEDIATE transactions already
+    serialize writers; on Postgres a transaction-scoped advisory lock on the
+    dedup key, taken before any row lock (one order everywhere: no cycle)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
+def _tenant_submissions_in_turn(tenant: Tenant) -> None:
+    """One tenant's submissions in turn from here to their commit, so quota
+    checks are exact. Taken after this job's inserts, and FOR NO KEY UPDATE:
+    that mode does not conflict with the KEY SHARE lock a foreign key check
+    takes, so a worker inserting the tenant's first UsagePeriod of the month
+    (or any row referencing the tenant) never waits on a submission. With a
+    plain FOR UPDATE first, it did, and Postgres found deadlocks between
+    those workers and concurrent submissions (issue: fast intake)."""
+    if connection.features.has_select_for_update:
+        Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).exists()
+
+
 def _check_quotas(*, tenant: Tenant, limits: TenantLimits) -> None:
-    active = Job.objects.filter(tenant=tenant, status__in=Job.ACTIVE).count()
+    """Run after the new job's insert, holding the tenant's turn: the count
+    includes it, so more than the limit refuses (and rolls the job back)."""
+    active = Job.objects.filter(tenant=tenant, status__in=Job.ACTIVE).count() - 1  # the others
     if active >= limits.max_active_jobs:
         raise ApplicationError(
             "too_many_active_jobs",
