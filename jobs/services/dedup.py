@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import connection
 from django.utils import timezone
 
 from jobs.models import Job
@@ -33,15 +34,45 @@ def dedup_source(*, tenant: Tenant, dedup_key: str, priority: str) -> Job | None
     """A finished job whose output is kept for a while yet, else a job still
     being made (not itself waiting on another, and not of lower priority:
     a high-priority request must not wait behind a normal backlog)."""
-    now = timezone.now()
-    finished = Q(status=Status.SUCCEEDED, result_expires_at__gt=now + timedelta(seconds=settings.DEDUP_MIN_RESULT_LIFETIME_S))
-    in_progress = Q(status__in=Job.ACTIVE, dedup_of__isnull=True)
-    if priority == Job.Priority.HIGH:
-        in_progress &= Q(priority=Job.Priority.HIGH)
-    candidates = list(Job.objects.filter(finished | in_progress, tenant=tenant, dedup_key=dedup_key).order_by("-created_at")[:20])
-    succeeded = [job for job in candidates if job.status == Status.SUCCEEDED]
-    preferred = succeeded or candidates
-    return preferred[0] if preferred else None
+    kept_past = timezone.now() + timedelta(seconds=settings.DEDUP_MIN_RESULT_LIFETIME_S)
+    candidates = _dedup_candidates(tenant_id=tenant.pk, dedup_key=dedup_key, high_only=priority == Job.Priority.HIGH, kept_past=kept_past)
+    succeeded = [job_id for job_id, status in candidates if status == Status.SUCCEEDED]
+    preferred = succeeded or [job_id for job_id, _ in candidates]
+    return Job.objects.filter(id=preferred[0]).first() if preferred else None
+
+
+def _dedup_candidates(*, tenant_id: Any, dedup_key: str, high_only: bool, kept_past: datetime) -> list[tuple[uuid.UUID, str]]:
+    """(id, status) of the tenant's jobs with this key that may serve, newest
+    first. Every submission asks this, and almost always finds nothing: in
+    plain SQL, as the ORM spent more compiling this OR filter (~15 % of a
+    submission's CPU, profiled) than the database spent answering it. Served
+    by the job_tenant_dedup index."""
+    fields = Job._meta
+    column = {
+        name: connection.ops.quote_name(fields.get_field(name).column)
+        for name in ("id", "status", "tenant", "dedup_key", "result_expires_at", "dedup_of", "priority", "created_at")
+    }
+    high = f" AND {column['priority']} = %s" if high_only else ""
+    sql = (
+        f"SELECT {column['id']}, {column['status']} FROM {connection.ops.quote_name(fields.db_table)}"
+        f" WHERE {column['tenant']} = %s AND {column['dedup_key']} = %s"
+        f" AND (({column['status']} = %s AND {column['result_expires_at']} > %s)"
+        f" OR ({column['status']} IN (%s, %s) AND {column['dedup_of']} IS NULL{high}))"
+        f" ORDER BY {column['created_at']} DESC LIMIT 20"
+    )
+    params: list[Any] = [
+        fields.get_field("tenant").get_db_prep_value(tenant_id, connection),
+        dedup_key,
+        Status.SUCCEEDED,
+        fields.get_field("result_expires_at").get_db_prep_value(kept_past, connection),
+        *Job.ACTIVE,
+    ]
+    if high_only:
+        params.append(Job.Priority.HIGH)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [(job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(job_id), status) for job_id, status in rows]
 
 
 def copied_result(source: Job) -> dict[str, Any]:

@@ -73,3 +73,21 @@ def test_a_cache_hit_is_created_started_and_finished_at_once(api, tenant):
     services.job_run(job_id=first["id"])
     hit = api.post(TTS, {"text": "Timestamps.", "engine": "tone"}, format="json").json()
     assert hit["created_at"] == hit["started_at"] == hit["finished_at"]
+
+
+def test_an_output_about_to_expire_is_not_reused(api, tenant, settings):
+    """Reused only while it is kept DEDUP_MIN_RESULT_LIFETIME_S longer (the
+    new job's client must have time to download it)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    first = api.post(TTS, {"text": "Kept a little while.", "engine": "tone"}, format="json").json()
+    services.job_run(job_id=first["id"])
+    lifetime = timedelta(seconds=settings.DEDUP_MIN_RESULT_LIFETIME_S)
+    Job.objects.filter(id=first["id"]).update(result_expires_at=timezone.now() + lifetime - timedelta(seconds=5))
+    soon_gone = api.post(TTS, {"text": "Kept a little while.", "engine": "tone"}, format="json").json()
+    assert (soon_gone["cache_hit"], soon_gone["status"]) == (False, "queued")
+    Job.objects.filter(id=first["id"]).update(result_expires_at=timezone.now() + lifetime + timedelta(minutes=5))
+    reused = api.post(TTS, {"text": "Kept a little while.", "engine": "tone"}, format="json").json()
+    assert (reused["cache_hit"], reused["status"]) == (True, "succeeded")
