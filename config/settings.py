@@ -296,6 +296,9 @@ JOB_OVERDUE_GRACE_S = env_int("JOB_OVERDUE_GRACE_S", 60)
 # Workers refresh a running job's heartbeat every quarter of this; a job silent
 # for this long is abandoned (its worker died) and may be claimed again.
 JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 30)
+# The web process dispatches after submissions in a thread of its own, off the
+# request path (jobs.services.dispatch.jobs_dispatch_soon); false: in the request.
+JOB_DISPATCH_IN_BACKGROUND = env_bool("JOB_DISPATCH_IN_BACKGROUND", True)
 # A job still queued this long after its message was sent is sent again (the
 # message may have been lost); duplicates are dropped by the claim.
 JOB_RESEND_QUEUED_AFTER_S = env_int("JOB_RESEND_QUEUED_AFTER_S", 15 * 60)

@@ -34,3 +34,7 @@ AUTH_FAILURE_LIMIT = 1_000_000
 # Unit tests see a revoked key or a suspended tenant at once; the tests of
 # the cache (tests/tenants/test_auth_cache.py) turn it on.
 AUTH_CACHE_TTL_S = 0
+# Unit tests see a submission's dispatch when its request returns; the tests
+# of the dispatch thread (tests/jobs/test_dispatch_thread.py) and every stack
+# started as separate processes (config.settings) use the thread.
+JOB_DISPATCH_IN_BACKGROUND = False

@@ -13,9 +13,14 @@ presumed lost, a dead worker's job)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 from typing import Any
 
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -30,14 +35,43 @@ Status = Job.Status
 
 def jobs_dispatch(*, tenant_id: Any, limits: TenantLimits | None = None) -> int:
     """Hand the tenant's waiting jobs to the broker, high priority and older
-    first, within its share. Called after a submit, when a job ends, and by
-    the repair sweep. Returns how many were sent.
+    first, within its share. Called after a submit (jobs_dispatch_soon), when
+    a job ends, and by the repair sweep. Returns how many were sent.
 
     Within a kind the order is kept: a job that does not fit waits for
     room, and the jobs behind it wait with it (a large job is never
     overtaken for good by smaller ones)."""
     if limits is None:
         limits = tenant_limits(Tenant.objects.get(pk=tenant_id))
+    marked_at = timezone.now()
+    with transaction.atomic():
+        _tenant_dispatch_turn(tenant_id)
+        releasable = _releasable(tenant_id=tenant_id, limits=limits)
+        # Marked in one statement; within the turn no other dispatcher can
+        # have marked them meanwhile, so each job is sent once.
+        Job.objects.filter(id__in=[row[0] for row in releasable]).update(enqueued_at=marked_at)
+    for index, (job_id, priority, kind, resolution, _cost, _created) in enumerate(releasable):
+        if not job_send(job_id, route=(kind, priority, resolution)):
+            unsent = [row[0] for row in releasable[index:]]
+            Job.objects.filter(id__in=unsent, enqueued_at=marked_at).update(enqueued_at=None)
+            return index  # the broker is down: the repair sweep dispatches later
+    return len(releasable)
+
+
+def _tenant_dispatch_turn(tenant_id: Any) -> None:
+    """One dispatcher per tenant at a time, to its commit, so the in-flight
+    count it reads stays true until its marks are visible. SQLite's
+    IMMEDIATE transactions serialize already; on Postgres a
+    transaction-scoped advisory lock (no row lock: nothing waits on it but
+    other dispatchers of the tenant)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"dispatch:{tenant_id}"])
+
+
+def _releasable(*, tenant_id: Any, limits: TenantLimits) -> list[tuple[Any, ...]]:
+    """The waiting jobs that fit the tenant's share now, in release order:
+    (id, priority, kind, resolution, cost, created_at)."""
     in_flight = {
         kind: (count, cost or 0.0)
         for kind, count, cost in Job.objects.filter(tenant_id=tenant_id, status__in=Job.ACTIVE, enqueued_at__isnull=False)
@@ -48,7 +82,7 @@ def jobs_dispatch(*, tenant_id: Any, limits: TenantLimits | None = None) -> int:
     }
     free = limits.max_in_flight - sum(count for count, _ in in_flight.values())
     if free <= 0:
-        return 0
+        return []
     waiting = Job.objects.filter(tenant_id=tenant_id, status=Status.QUEUED, enqueued_at__isnull=True, dedup_of__isnull=True)
     releasable: list[tuple[Any, ...]] = []
     for kind in Job.Kind.values:
@@ -60,16 +94,72 @@ def jobs_dispatch(*, tenant_id: Any, limits: TenantLimits | None = None) -> int:
             releasable.append(row)
             count, cost = count + 1, cost + row[4]
     releasable.sort(key=lambda row: (row[1], row[5]))  # "high" < "normal", then oldest
-    sent = 0
-    for job_id, priority, kind, resolution, _cost, _created in releasable[:free]:
-        # Mark first (conditionally), so concurrent dispatchers never send one job twice.
-        if Job.objects.filter(id=job_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now()):
-            if job_send(job_id, route=(kind, priority, resolution)):
-                sent += 1
-            else:
-                Job.objects.filter(id=job_id).update(enqueued_at=None)
-                break  # the broker is down: the repair sweep dispatches later
-    return sent
+    return releasable[:free]
+
+
+class _Dispatcher:
+    """The web process's dispatches after submissions, off the request path:
+    a submission's answer waits for its commit (durability), not for its
+    dispatch. Requests name tenants; one thread dispatches each named tenant
+    once per round, so a burst's submissions share a few dispatches instead
+    of running one each (~20 % of a submission's CPU, profiled).
+
+    Nothing is lost if the process dies first: the job is committed, and the
+    repair sweep dispatches waiting jobs older than 10 s."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: dict[Any, TenantLimits | None] = {}
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def request(self, tenant_id: Any, limits: TenantLimits | None) -> None:
+        with self._lock:
+            self._pending[tenant_id] = limits
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()  # a forked child starts its own thread
+                self._thread = threading.Thread(target=self._run, name="jobs-dispatch", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def drain(self) -> None:
+        """Dispatch what is pending now, in the calling thread (at exit)."""
+        for tenant_id, limits in self._take(block=False).items():
+            _dispatch_quietly(tenant_id, limits)
+
+    def _take(self, *, block: bool) -> dict[Any, TenantLimits | None]:
+        with self._lock:
+            while block and not self._pending:
+                self._wake.wait()
+            pending, self._pending = self._pending, {}
+        return pending
+
+    def _run(self) -> None:
+        while True:
+            for tenant_id, limits in self._take(block=True).items():
+                _dispatch_quietly(tenant_id, limits)
+            close_old_connections()  # as after a request: a broken or aged connection is replaced
+
+
+def _dispatch_quietly(tenant_id: Any, limits: TenantLimits | None) -> None:
+    try:
+        jobs_dispatch(tenant_id=tenant_id, limits=limits)
+    except Exception:  # database or broker trouble: the repair sweep dispatches later
+        logger.warning("dispatch failed; the repair sweep will dispatch", extra={"tenant_id": str(tenant_id)}, exc_info=True)
+
+
+_dispatcher = _Dispatcher()
+atexit.register(_dispatcher.drain)
+
+
+def jobs_dispatch_soon(*, tenant_id: Any, limits: TenantLimits | None = None) -> None:
+    """jobs_dispatch for a submission, once its job is committed: in this
+    process's dispatch thread (JOB_DISPATCH_IN_BACKGROUND), else at once."""
+    if settings.JOB_DISPATCH_IN_BACKGROUND:
+        _dispatcher.request(tenant_id, limits)
+    else:
+        jobs_dispatch(tenant_id=tenant_id, limits=limits)
 
 
 def job_send(job_id: Any, *, route: tuple[str, str, int | None] | None = None) -> bool:

@@ -16,7 +16,7 @@ from jobs.models import Job
 from jobs.services.announce import job_announce
 from jobs.services.audio_publish import audio_stream_request
 from jobs.services.dedup import copied_result, dedup_key, dedup_source
-from jobs.services.dispatch import jobs_dispatch
+from jobs.services.dispatch import jobs_dispatch_soon
 from jobs.services.files import files_delete, job_inputs_store
 from jobs.services.params import JobSize, TalkingHeadParams, TtsParams, WebhookTarget, talking_head_size, tts_size
 from jobs.uploads import audio_check, image_check
@@ -216,7 +216,7 @@ def _job_create(
         elif source is None:
             # Dispatch only once the row is visible to workers.
             # robust: the job is saved; if dispatch fails the repair sweep sends it.
-            transaction.on_commit(partial(jobs_dispatch, tenant_id=tenant.pk, limits=limits), robust=True)
+            transaction.on_commit(partial(jobs_dispatch_soon, tenant_id=tenant.pk, limits=limits), robust=True)
         # else: it waits for its source, which finishes it (followers_finish).
     return job
 
