@@ -62,6 +62,18 @@ def _represent(job: Job, request: Request) -> dict[str, Any]:
     return job_representation(job, base_url=_base_url(request))
 
 
+def _accepted(job: Job, request: Request) -> Response:
+    """A submit's answer: 202 with the job and where to poll it."""
+    return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": reverse("jobs:detail", args=[job.id])})
+
+
+def _submit_replay(request: ApiRequest, job_id: str) -> Response | None:
+    """An Idempotency-Key's job whose submit recorded no answer (its instance
+    died after the commit): answered as the submit would, as it is now."""
+    job = Job.objects.filter(tenant=request.user.tenant, id=job_id).select_related("tenant").first()
+    return None if job is None else _accepted(job, request)
+
+
 def _voice_matching_field() -> serializers.ChoiceField:
     return serializers.ChoiceField(
         choices=VOICE_MATCHING_MODES,
@@ -112,7 +124,7 @@ class TtsCreateApi(APIView):
         responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
     @prefer_wait
-    @idempotent
+    @idempotent(replay=_submit_replay)
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -141,8 +153,7 @@ class TtsCreateApi(APIView):
             actor=client.actor,
             ip=client_ip(request),
         )
-        location = reverse("jobs:detail", args=[job.id])
-        return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        return _accepted(job, request)
 
 
 _DEFAULTS = services.TALKING_HEAD_DEFAULTS
@@ -212,7 +223,7 @@ class TalkingHeadCreateApi(APIView):
         responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
     @prefer_wait
-    @idempotent
+    @idempotent(replay=_submit_replay)
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -241,8 +252,7 @@ class TalkingHeadCreateApi(APIView):
             priority=values["priority"],
             use_cache=values["cache"],
         )
-        location = reverse("jobs:detail", args=[job.id])
-        return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        return _accepted(job, request)
 
 
 def _webhook_fields_check(attrs: dict[str, Any]) -> dict[str, Any]:

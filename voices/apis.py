@@ -31,6 +31,17 @@ def _known_language(language: str) -> str:
     return language
 
 
+def _upload_replay(request: ApiRequest, voice_id: str) -> Response | None:
+    """An Idempotency-Key's voice whose upload recorded no answer (its
+    instance died after the commit): answered as the upload would, as it is now."""
+    voice = VoicePrompt.objects.filter(tenant=request.user.tenant, id=voice_id).first()
+    return None if voice is None else _created(voice)
+
+
+def _created(voice: VoicePrompt) -> Response:
+    return Response(voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": reverse("voices:detail", args=[voice.id])})
+
+
 class VoiceListCreateApi(APIView):
     parser_classes = [MultiPartParser]
 
@@ -56,7 +67,7 @@ class VoiceListCreateApi(APIView):
             200: OpenApiResponse(VoiceSerializer, "Replayed for a repeated Idempotency-Key"),
         },
     )
-    @idempotent
+    @idempotent(replay=_upload_replay)
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -77,8 +88,7 @@ class VoiceListCreateApi(APIView):
             voice_id=voice.id, tenant_id=voice.tenant_id, idempotency_key=request.headers.get("Idempotency-Key")
         ):
             voice = services.voice_wait_analyzed(voice=voice)
-        location = reverse("voices:detail", args=[voice.id])
-        return Response(voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": location})
+        return _created(voice)
 
     @extend_schema(
         operation_id="voices_list",

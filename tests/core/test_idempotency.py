@@ -70,7 +70,8 @@ def test_a_key_still_in_progress_is_409_and_a_dead_claim_is_taken_over(api, tena
     body = {"text": "Claimed elsewhere.", "engine": "tone"}
     first = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     record = IdempotencyRecord.objects.get(key="busy")
-    IdempotencyRecord.objects.filter(pk=record.pk).update(response_status=None, response_body=None)  # as if still running
+    # As if still running, its job not committed yet (a committed one is replayed: below).
+    IdempotencyRecord.objects.filter(pk=record.pk).update(response_status=None, response_body=None, resource_id=None)
     settings.IDEMPOTENCY_WAIT_S = 0.2
     waiting = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     assert waiting.status_code == 409 and waiting.json()["error"]["code"] == "idempotency_request_in_progress"
