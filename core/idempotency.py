@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, Protocol, cast, overload
+from uuid import UUID
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -80,7 +81,7 @@ def _as_text(value: Any) -> str:
 # A view's representation of the resource that a claim's request created, as
 # the view would have answered it: what a retry gets while that request has
 # recorded no response. None: the resource is gone.
-Replay = Callable[[Any, str], Response | None]
+Replay = Callable[[Any, UUID], Response | None]
 ViewMethod = Callable[..., Response]
 
 
@@ -94,7 +95,7 @@ class _ActiveClaim:
 _active_claim: ContextVar[_ActiveClaim | None] = ContextVar("idempotency_claim", default=None)
 
 
-def idempotency_claim_link(resource_id: Any) -> None:
+def idempotency_claim_link(resource_id: UUID) -> None:
     """Link what this request creates to its Idempotency-Key claim. Called by
     a service *inside* the transaction that creates the resource, so both
     commit (or roll back) together. No query when the request has no key (or
@@ -105,7 +106,7 @@ def idempotency_claim_link(resource_id: Any) -> None:
         return
     if not connection.in_atomic_block:
         raise RuntimeError("idempotency_claim_link() belongs in the transaction that creates the resource.")
-    if not IdempotencyRecord.objects.filter(pk=claim.pk, created_at=claim.created_at).update(resource_id=str(resource_id)):
+    if not IdempotencyRecord.objects.filter(pk=claim.pk, created_at=claim.created_at).update(resource_id=resource_id):
         raise ApplicationError(
             "idempotency_request_in_progress",
             "A retry with this Idempotency-Key took it over; this request created nothing.",

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted
@@ -67,7 +68,7 @@ def _accepted(job: Job, request: Request) -> Response:
     return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": reverse("jobs:detail", args=[job.id])})
 
 
-def _submit_replay(request: ApiRequest, job_id: str) -> Response | None:
+def _submit_replay(request: ApiRequest, job_id: UUID) -> Response | None:
     """An Idempotency-Key's job whose submit recorded no answer (its instance
     died after the commit): answered as the submit would, as it is now."""
     job = Job.objects.filter(tenant=request.user.tenant, id=job_id).select_related("tenant").first()

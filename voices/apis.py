@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
@@ -31,7 +33,7 @@ def _known_language(language: str) -> str:
     return language
 
 
-def _upload_replay(request: ApiRequest, voice_id: str) -> Response | None:
+def _upload_replay(request: ApiRequest, voice_id: UUID) -> Response | None:
     """An Idempotency-Key's voice whose upload recorded no answer (its
     instance died after the commit): answered as the upload would, as it is now."""
     voice = VoicePrompt.objects.filter(tenant=request.user.tenant, id=voice_id).first()
@@ -39,7 +41,9 @@ def _upload_replay(request: ApiRequest, voice_id: str) -> Response | None:
 
 
 def _created(voice: VoicePrompt) -> Response:
-    return Response(voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": reverse("voices:detail", args=[voice.id])})
+    return Response(
+        voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": reverse("voices:detail", args=[voice.id])}
+    )
 
 
 class VoiceListCreateApi(APIView):
