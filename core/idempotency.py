@@ -194,9 +194,15 @@ def idempotent(method: ViewMethod | None = None, *, replay: Replay | None = None
     resource as the view answers it (any status: a replay is 200), or None
     if it is gone."""
     if method is None:
-        return lambda method: idempotent(method, replay=replay)
-    view_method = method
 
+        def decorate(method: ViewMethod) -> ViewMethod:
+            return _idempotent(method, replay=replay)
+
+        return decorate
+    return _idempotent(method, replay=replay)
+
+
+def _idempotent(view_method: ViewMethod, *, replay: Replay | None) -> ViewMethod:
     @wraps(view_method)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = request.headers.get("Idempotency-Key")
