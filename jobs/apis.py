@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.context import client_ip
-from core.errors import ApplicationError
+from core.errors import ApplicationError, NotFound
 from core.fields import (
     MetadataField,
     StrictCharField,
@@ -71,8 +71,11 @@ def _accepted(job: Job, request: Request) -> Response:
 def _submit_replay(request: ApiRequest, job_id: UUID) -> Response | None:
     """An Idempotency-Key's job whose submit recorded no answer (its instance
     died after the commit): answered as the submit would, as it is now."""
-    job = Job.objects.filter(tenant=request.user.tenant, id=job_id).select_related("tenant").first()
-    return None if job is None else _accepted(job, request)
+    try:
+        job = selectors.job_get(tenant=request.user.tenant, job_id=str(job_id))
+    except NotFound:
+        return None  # deleted since: the key runs again
+    return _accepted(job, request)
 
 
 def _voice_matching_field() -> serializers.ChoiceField:

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.context import client_ip
-from core.errors import ApplicationError
+from core.errors import ApplicationError, NotFound
 from core.fields import StrictCharField, StrictSerializer
 from core.idempotency import idempotent
 from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
@@ -36,8 +36,11 @@ def _known_language(language: str) -> str:
 def _upload_replay(request: ApiRequest, voice_id: UUID) -> Response | None:
     """An Idempotency-Key's voice whose upload recorded no answer (its
     instance died after the commit): answered as the upload would, as it is now."""
-    voice = VoicePrompt.objects.filter(tenant=request.user.tenant, id=voice_id).first()
-    return None if voice is None else _created(voice)
+    try:
+        voice = selectors.voice_get(tenant=request.user.tenant, voice_id=str(voice_id))
+    except NotFound:
+        return None  # deleted since (a rejected upload is removed): the key runs again
+    return _created(voice)
 
 
 def _created(voice: VoicePrompt) -> Response:
