@@ -12,6 +12,10 @@ class IdempotencyRecord(models.Model):  # noqa: DJ008 (not in the admin)
     fingerprint = models.CharField(max_length=64)  # method, path and body
     response_status = models.PositiveSmallIntegerField(null=True)
     response_body = models.JSONField(null=True)
+    # What the claim's request created (a job's, a voice's id), linked in the
+    # transaction that created it: replayed if the request died before its
+    # response was recorded (core.idempotency).
+    resource_id = models.UUIDField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted
@@ -24,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.context import client_ip
-from core.errors import ApplicationError
+from core.errors import ApplicationError, NotFound
 from core.fields import (
     MetadataField,
     StrictCharField,
@@ -60,6 +61,21 @@ def _base_url(request: Request) -> str:
 
 def _represent(job: Job, request: Request) -> dict[str, Any]:
     return job_representation(job, base_url=_base_url(request))
+
+
+def _accepted(job: Job, request: Request) -> Response:
+    """A submit's answer: 202 with the job and where to poll it."""
+    return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": reverse("jobs:detail", args=[job.id])})
+
+
+def _submit_replay(request: ApiRequest, job_id: UUID) -> Response | None:
+    """An Idempotency-Key's job whose submit recorded no answer (its instance
+    died after the commit): answered as the submit would, as it is now."""
+    try:
+        job = selectors.job_get(tenant=request.user.tenant, job_id=str(job_id))
+    except NotFound:
+        return None  # deleted since: the key runs again
+    return _accepted(job, request)
 
 
 def _voice_matching_field() -> serializers.ChoiceField:
@@ -112,7 +128,7 @@ class TtsCreateApi(APIView):
         responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
     @prefer_wait
-    @idempotent
+    @idempotent(replay=_submit_replay)
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -141,8 +157,7 @@ class TtsCreateApi(APIView):
             actor=client.actor,
             ip=client_ip(request),
         )
-        location = reverse("jobs:detail", args=[job.id])
-        return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        return _accepted(job, request)
 
 
 _DEFAULTS = services.TALKING_HEAD_DEFAULTS
@@ -212,7 +227,7 @@ class TalkingHeadCreateApi(APIView):
         responses={202: JobSerializer, 200: OpenApiResponse(JobSerializer, "Replayed for a repeated Idempotency-Key"), **FINISHED},
     )
     @prefer_wait
-    @idempotent
+    @idempotent(replay=_submit_replay)
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -241,8 +256,7 @@ class TalkingHeadCreateApi(APIView):
             priority=values["priority"],
             use_cache=values["cache"],
         )
-        location = reverse("jobs:detail", args=[job.id])
-        return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        return _accepted(job, request)
 
 
 def _webhook_fields_check(attrs: dict[str, Any]) -> dict[str, Any]:

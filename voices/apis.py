@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
@@ -10,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.context import client_ip
-from core.errors import ApplicationError
+from core.errors import ApplicationError, NotFound
 from core.fields import StrictCharField, StrictSerializer
 from core.idempotency import idempotent
 from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
@@ -29,6 +31,22 @@ def _known_language(language: str) -> str:
     if not registry.language_supported(language):
         raise ApplicationError("unsupported_language", f"No engine speaks language '{language}'.", details={"language": language})
     return language
+
+
+def _upload_replay(request: ApiRequest, voice_id: UUID) -> Response | None:
+    """An Idempotency-Key's voice whose upload recorded no answer (its
+    instance died after the commit): answered as the upload would, as it is now."""
+    try:
+        voice = selectors.voice_get(tenant=request.user.tenant, voice_id=str(voice_id))
+    except NotFound:
+        return None  # deleted since (a rejected upload is removed): the key runs again
+    return _created(voice)
+
+
+def _created(voice: VoicePrompt) -> Response:
+    return Response(
+        voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": reverse("voices:detail", args=[voice.id])}
+    )
 
 
 class VoiceListCreateApi(APIView):
@@ -56,7 +74,7 @@ class VoiceListCreateApi(APIView):
             200: OpenApiResponse(VoiceSerializer, "Replayed for a repeated Idempotency-Key"),
         },
     )
-    @idempotent
+    @idempotent(replay=_upload_replay)
     def post(self, request: ApiRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -77,8 +95,7 @@ class VoiceListCreateApi(APIView):
             voice_id=voice.id, tenant_id=voice.tenant_id, idempotency_key=request.headers.get("Idempotency-Key")
         ):
             voice = services.voice_wait_analyzed(voice=voice)
-        location = reverse("voices:detail", args=[voice.id])
-        return Response(voice_representation(voice), status=status.HTTP_201_CREATED, headers={"Location": location})
+        return _created(voice)
 
     @extend_schema(
         operation_id="voices_list",

@@ -32,6 +32,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from core.context import request_id_var
 from core.errors import ApplicationError, NotFound
+from core.idempotency import idempotency_claim_link
 from core.models import IdempotencyRecord
 from core.redis import redis_client
 from core.responses import error_body
@@ -89,6 +90,7 @@ def voice_create(
     try:
         with transaction.atomic():
             voice.save(force_insert=True)
+            idempotency_claim_link(voice.id)  # the request's Idempotency-Key answers with this voice
             audit_record(action="voice.create", actor=actor, tenant=tenant, target=voice, ip=ip, metadata={"size_bytes": upload.size})
             transaction.on_commit(partial(_analysis_send, voice.id), robust=True)
     except Exception:

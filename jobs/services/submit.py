@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from core.errors import ApplicationError
+from core.idempotency import idempotency_claim_link
 from jobs.models import Job
 from jobs.services.announce import job_announce
 from jobs.services.audio_publish import audio_stream_request
@@ -199,6 +200,9 @@ def _job_create(
             cost=size.cost,
             **copied,
         )
+        # The request's Idempotency-Key answers with this job from now on,
+        # even if its instance dies before the response is recorded.
+        idempotency_claim_link(job.id)
         audit_record(
             action="job.create",
             actor=actor,

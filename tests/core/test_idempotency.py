@@ -70,7 +70,8 @@ def test_a_key_still_in_progress_is_409_and_a_dead_claim_is_taken_over(api, tena
     body = {"text": "Claimed elsewhere.", "engine": "tone"}
     first = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     record = IdempotencyRecord.objects.get(key="busy")
-    IdempotencyRecord.objects.filter(pk=record.pk).update(response_status=None, response_body=None)  # as if still running
+    # As if still running, its job not committed yet (a committed one is replayed: below).
+    IdempotencyRecord.objects.filter(pk=record.pk).update(response_status=None, response_body=None, resource_id=None)
     settings.IDEMPOTENCY_WAIT_S = 0.2
     waiting = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     assert waiting.status_code == 409 and waiting.json()["error"]["code"] == "idempotency_request_in_progress"
@@ -80,3 +81,147 @@ def test_a_key_still_in_progress_is_409_and_a_dead_claim_is_taken_over(api, tena
     retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy")
     assert retried.status_code == 202 and retried.json()["id"] != first.json()["id"]
     assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="busy").json()["id"] == retried.json()["id"]
+
+
+# ------------------------------------------------ the response and the job, atomically
+
+
+class _InstanceDied(BaseException):
+    """The instance going away mid-request: no ``except Exception`` handler
+    runs (a SIGKILL runs none at all)."""
+
+
+def _client(raw_key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
+
+
+def test_a_request_that_dies_after_its_job_committed_is_replayed_not_repeated(api, tenant, monkeypatch):
+    import jobs.apis
+
+    body = {"text": "Committed, then the instance died.", "engine": "tone", "cache": False}
+    represent, died = jobs.apis._represent, []
+
+    def dying(job, request):
+        if not died:
+            died.append(str(job.id))
+            raise _InstanceDied
+        return represent(job, request)
+
+    monkeypatch.setattr(jobs.apis, "_represent", dying)
+    with pytest.raises(_InstanceDied):
+        api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="died-after-commit")
+    assert Job.objects.filter(tenant=tenant).count() == 1  # committed before it died
+    retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="died-after-commit")
+    assert (retried.status_code, retried["Idempotent-Replayed"]) == (200, "true"), retried.content
+    assert retried.json()["id"] == died[0] and retried["Location"] == f"/v1/jobs/{died[0]}"
+    assert Job.objects.filter(tenant=tenant).count() == 1
+    # From now on the key replays what the client was given.
+    again = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="died-after-commit")
+    assert (again.status_code, again.json()["id"]) == (200, died[0])
+    assert Job.objects.filter(tenant=tenant).count() == 1
+
+
+def test_a_retry_while_the_first_request_hangs_after_its_commit_gets_its_job(api, tenant, settings, monkeypatch):
+    """The first request committed its job and hangs (or its instance was
+    killed) before answering: a retry is answered with that job at once, even
+    where the claim counts as dead, rather than taking the key over."""
+    import jobs.apis
+
+    settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = 0  # a claim without a response is taken over at once
+    body = {"text": "Committed, then hung.", "engine": "tone", "cache": False}
+    represent = jobs.apis._represent
+    committed, release = threading.Event(), threading.Event()
+    first: list = []
+
+    def hanging(job, request):
+        if threading.current_thread() is thread:
+            committed.set()
+            release.wait(30)
+        return represent(job, request)
+
+    monkeypatch.setattr(jobs.apis, "_represent", hanging)
+    thread = threading.Thread(
+        target=lambda: first.append(_client(api.raw_key).post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="hung-after-commit"))
+    )
+    thread.start()
+    try:
+        assert committed.wait(20)
+        retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="hung-after-commit")
+    finally:
+        release.set()
+        thread.join(30)
+    job = Job.objects.get(tenant=tenant)
+    assert (retried.status_code, retried["Idempotent-Replayed"], retried.json()["id"]) == (200, "true", str(job.id)), retried.content
+    assert (first[0].status_code, first[0].json()["id"]) == (202, str(job.id))
+    assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="hung-after-commit").json() == first[0].json()
+
+
+def test_a_request_whose_key_was_taken_over_before_its_commit_creates_nothing(api, tenant, settings, monkeypatch):
+    """A claim taken over while its request was still alive: the request that
+    lost it rolls its job back (409), so one job answers the key."""
+    import jobs.services.submit
+
+    settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = 0
+    body = {"text": "Slow before its commit.", "engine": "tone", "cache": False}
+    check_size = jobs.services.submit._check_size
+    reached, release = threading.Event(), threading.Event()
+    first: list = []
+
+    def slow(**kwargs):
+        if threading.current_thread() is thread:
+            reached.set()
+            release.wait(30)
+        return check_size(**kwargs)
+
+    monkeypatch.setattr(jobs.services.submit, "_check_size", slow)
+    thread = threading.Thread(
+        target=lambda: first.append(_client(api.raw_key).post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="taken-over"))
+    )
+    thread.start()
+    try:
+        assert reached.wait(20)
+        retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="taken-over")
+    finally:
+        release.set()
+        thread.join(30)
+    assert retried.status_code == 202, retried.content
+    assert (first[0].status_code, first[0].json()["error"]["code"]) == (409, "idempotency_request_in_progress")
+    assert [str(job_id) for job_id in Job.objects.filter(tenant=tenant).values_list("id", flat=True)] == [retried.json()["id"]]
+    again = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="taken-over")
+    assert (again.status_code, again.json()["id"]) == (200, retried.json()["id"])
+
+
+def test_an_error_inside_the_jobs_transaction_releases_the_key(api, tenant, monkeypatch):
+    """The job and the key's link roll back together: nothing was created, so
+    the same key may be tried again."""
+    import jobs.services.submit
+    from core.errors import ApplicationError
+    from core.models import IdempotencyRecord
+
+    body = {"text": "Rolled back.", "engine": "tone", "cache": False}
+    audit_record = jobs.services.submit.audit_record
+
+    def failing(**kwargs):
+        raise ApplicationError("service_unavailable", "Audit log unavailable.", status=503)
+
+    monkeypatch.setattr(jobs.services.submit, "audit_record", failing)
+    assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="rolled-back").status_code == 503
+    assert not Job.objects.exists() and not IdempotencyRecord.objects.filter(key="rolled-back").exists()
+    monkeypatch.setattr(jobs.services.submit, "audit_record", audit_record)
+    assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="rolled-back").status_code == 202
+
+
+def test_a_key_whose_unanswered_job_is_gone_runs_again(api, tenant):
+    """The job a dead request created was deleted since (purged, removed by
+    staff): nothing is left to replay, so the key is free again."""
+    from core.models import IdempotencyRecord
+
+    body = {"text": "Purged.", "engine": "tone", "cache": False}
+    first = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="gone")
+    IdempotencyRecord.objects.filter(key="gone").update(response_status=None, response_body=None)  # its instance died
+    Job.objects.filter(id=first.json()["id"]).delete()
+    retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="gone")
+    assert retried.status_code == 202 and retried.json()["id"] != first.json()["id"]
+    assert Job.objects.filter(tenant=tenant).count() == 1

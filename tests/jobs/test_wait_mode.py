@@ -149,6 +149,18 @@ def test_a_cache_hit_is_answered_at_once_and_a_replay_waits_too(api, worker, stu
     assert replay[2]["status"] == "succeeded"
 
 
+def test_the_replay_of_a_submit_that_died_after_its_commit_waits_too(api, stub_broker):
+    from core.models import IdempotencyRecord
+
+    payload = {"text": "Committed, then the instance died.", "engine": "espeak"}
+    first = _post(api.raw_key, payload, {"idempotency-key": "w-died"})
+    IdempotencyRecord.objects.filter(key="w-died").update(response_status=None, response_body=None)  # died before recording it
+    status, headers, job = _post(api.raw_key, payload, {"prefer": "wait=1", "idempotency-key": "w-died"})
+    assert (status, headers["idempotent-replayed"], job["id"], job["status"]) == (200, "true", first[2]["id"], "queued")
+    assert headers["preference-applied"] == "wait=1" and headers["location"] == f"/v1/jobs/{job['id']}"
+    assert Job.objects.count() == 1
+
+
 def test_without_prefer_or_under_plain_wsgi_nothing_waits(api, stub_broker):
     status, headers, job = _post(api.raw_key, {"text": "No preference.", "engine": "espeak"})
     assert (status, job["status"]) == (202, "queued") and "preference-applied" not in headers

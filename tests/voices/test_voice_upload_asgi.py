@@ -103,6 +103,20 @@ def test_a_rejected_upload_is_422_leaves_nothing_and_frees_its_key(api, worker):
     assert (status, body["error"]["code"]) == (422, "audio_unreadable")  # run again, not replayed
 
 
+def test_under_plain_wsgi_a_rejected_upload_frees_its_key_too(api, worker):
+    """The view itself waits and removes the rejected voice: its key, linked
+    to a voice that is gone, runs the upload again."""
+
+    def upload():
+        audio = SimpleUploadedFile("a.wav", NOT_AUDIO)
+        return api.post("/v1/voices", {"audio": audio, "name": "Stella"}, format="multipart", HTTP_IDEMPOTENCY_KEY="upload-3")
+
+    for _ in range(2):  # run again, not replayed
+        response = upload()
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "audio_unreadable")
+        assert not VoicePrompt.objects.exists()
+
+
 def test_over_the_tenants_cap_the_upload_answers_at_once(api, tenant, stub_broker, settings, prompt):
     settings.VOICE_ANALYSIS_WAIT_S = 3600  # no worker runs: only the cap can end the request
     settings.VOICE_ANALYSIS_WAITING_PER_TENANT = 1

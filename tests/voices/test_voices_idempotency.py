@@ -59,3 +59,28 @@ def test_a_refused_upload_releases_its_key(api, settings):
     assert _upload(api, key="voice-3").status_code == 413
     settings.VOICE_MAX_UPLOAD_BYTES = 10_000_000
     assert _upload(api, key="voice-3").status_code == 201
+
+
+class _InstanceDied(BaseException):
+    """The instance going away mid-request: no ``except Exception`` runs."""
+
+
+def test_an_upload_that_dies_after_its_voice_committed_is_replayed_not_repeated(api, monkeypatch):
+    import voices.apis
+
+    created, died = voices.apis._created, []
+
+    def dying(voice):
+        if not died:
+            died.append(str(voice.id))
+            raise _InstanceDied
+        return created(voice)
+
+    monkeypatch.setattr(voices.apis, "_created", dying)
+    with pytest.raises(_InstanceDied):
+        _upload(api, key="voice-died")
+    assert VoicePrompt.objects.count() == 1  # committed before the instance died
+    again = _upload(api, key="voice-died")
+    assert (again.status_code, again["Idempotent-Replayed"], again.json()["id"]) == (200, "true", died[0])
+    assert again["Location"] == f"/v1/voices/{died[0]}"
+    assert VoicePrompt.objects.count() == 1
