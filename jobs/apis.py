@@ -34,6 +34,7 @@ from core.fields import (
 )
 from core.idempotency import idempotent
 from core.pagination import PAGE_PARAMETERS, NewestFirstCursorPagination
+from core.responses import ClosingStreamingHttpResponse
 from core.schema import page_of
 from core.storage import storage_is_local, stored_file_response
 from engines.audio.io import FORMATS
@@ -403,7 +404,7 @@ class JobEventsApi(APIView):
                 "validation_error", "Last-Event-ID must be an id this stream sent.", details={"fields": {"Last-Event-ID": field_error}}
             )
         stream = job_event_stream(job_id=job.id, last_event_id=last_event_id, base_url=_base_url(request))
-        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+        response = ClosingStreamingHttpResponse(stream, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx/Traefik-style proxies: do not buffer
         return response
@@ -430,7 +431,7 @@ class JobAudioStreamApi(APIView):
         job = selectors.job_get(tenant=request.user.tenant, job_id=job_id)
         _check_streamable(job)
         chunks = _relayed(job_audio_chunks(job_id=job.id, tenant_id=job.tenant_id), job_id=job.id)
-        response = StreamingHttpResponse(chunks, content_type=FORMATS[job.input["format"]].content_type)
+        response = ClosingStreamingHttpResponse(chunks, content_type=FORMATS[job.input["format"]].content_type)
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # proxies: pass each chunk on at once
         return response

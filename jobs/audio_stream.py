@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import close_old_connections
 
+from core.aio import in_thread, raise_if_cancelled
 from core.redis import redis_async_client
 from jobs.models import Job
 from jobs.services import audio_publish as publish
@@ -74,7 +74,7 @@ class _Row:
     error_message: str
 
 
-@sync_to_async(thread_sensitive=False)
+@in_thread
 def _row(job_id: Any, tenant_id: Any) -> _Row:
     close_old_connections()  # pool threads keep connections; drop stale ones
     fields = ("status", "kind", "id", "dedup_of_id", "result_key", "error_code", "error_message")
@@ -93,17 +93,17 @@ def _row(job_id: Any, tenant_id: Any) -> _Row:
 async def _stored_chunks(key: str) -> AsyncGenerator[bytes, None]:
     """A stored result in pieces: one open, reads in a worker thread each."""
     try:
-        handle = await sync_to_async(default_storage.open, thread_sensitive=False)(key, "rb")
+        handle = await in_thread(default_storage.open)(key, "rb")
     except FileNotFoundError:
         raise AudioStreamError("result_missing", "The result file is missing from storage.") from None
     try:
-        while data := await sync_to_async(handle.read, thread_sensitive=False)(_READ_BYTES):
+        while data := await in_thread(handle.read)(_READ_BYTES):
             yield data
     finally:
-        await sync_to_async(handle.close, thread_sensitive=False)()
+        await in_thread(handle.close)()
 
 
-@sync_to_async(thread_sensitive=False)
+@in_thread
 def _cancel(job_id: Any) -> None:
     from jobs.services import job_cancel
 
@@ -178,7 +178,7 @@ async def job_audio_chunks(*, job_id: uuid.UUID | str, tenant_id: Any) -> AsyncG
 
 async def _disconnected(relay: _Relay) -> None:
     """The stream stopped before the end: cancel the job if its submit asked."""
-    client = redis_async_client(socket_timeout=1.0)
+    client = redis_async_client(socket_timeout=5.0)  # a busy machine's Redis is slow, not gone
     try:
         asked = await client.get(publish.cancel_key(relay.job_id))
     except (aioredis.RedisError, OSError):
@@ -201,6 +201,7 @@ async def _live(relay: _Relay, row: _Row) -> AsyncIterator[bytes]:
         source, last_id, from_storage = row.source_id, "0-0", False
         await _want(client, source)
         while loop.time() < deadline:
+            raise_if_cancelled()  # the client hung up, though a read below swallowed it
             entries: _Entries = []
             if not from_storage:
                 try:

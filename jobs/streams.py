@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from core.aio import in_thread, raise_if_cancelled
 from core.redis import redis_async_client
 from jobs import events
 from jobs.models import Job
@@ -37,7 +37,7 @@ def _frame(event: str, data: dict[str, Any], event_id: str | None = None) -> str
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-@sync_to_async(thread_sensitive=False)
+@in_thread
 def _snapshot(job_id: Any, base_url: str) -> tuple[bool, dict[str, Any]]:
     close_old_connections()  # pool threads keep connections; drop stale ones
     try:
@@ -83,6 +83,7 @@ async def job_event_stream(*, job_id: Any, last_event_id: str, base_url: str) ->
         # never come.
         block: int | None = None if resuming else block_ms
         while loop.time() < deadline:
+            raise_if_cancelled()  # the client hung up, though a read below swallowed it
             try:
                 entries = cast("list[tuple[bytes, _Entries]] | None", await client.xread({key: last_event_id}, block=block, count=100))
             except (aioredis.RedisError, OSError):

@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from drf_spectacular.utils import OpenApiParameter
@@ -45,6 +44,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.aio import in_thread, raise_if_cancelled
 from core.handoff import Held, Receive, Send, disconnected, handoff_defer, response_headers, send_whole
 from core.redis import redis_async_client
 from jobs import events
@@ -122,7 +122,7 @@ async def _wait_then_answer(
     await send_whole(send, status, response_headers(held, add=applied), JSONRenderer().render(body))
 
 
-@sync_to_async(thread_sensitive=False)
+@in_thread
 def job_snapshot(job_id: Any, base_url: str) -> tuple[bool, dict[str, Any]]:
     """(terminal, representation) of the job, read in a short pool call."""
     close_old_connections()  # pool threads keep connections; drop stale ones
@@ -146,6 +146,7 @@ async def job_wait_terminal(*, job_id: Any, deadline: float) -> bool:
         if (await job_snapshot(job_id, ""))[0]:
             return True
         while (remaining := deadline - time.monotonic()) > 0:
+            raise_if_cancelled()  # the client hung up, though a read below swallowed it
             block_s = min(remaining, _RECHECK_S)
             if last is None:  # Redis unavailable: the row, at the re-check pace
                 await asyncio.sleep(block_s)

@@ -21,10 +21,10 @@ import logging
 import time
 from uuid import UUID
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from rest_framework.renderers import JSONRenderer
 
+from core.aio import in_thread
 from core.handoff import Held, Receive, Send, disconnected, handoff_defer, send_whole
 from voices import services, waiting
 
@@ -80,7 +80,7 @@ async def _wait(pending: waiting.Pending, receive: Receive) -> bool | None:
 async def _settle(pending: waiting.Pending, held: Held, idempotency_key: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The verdict, read in one short pool call, as the response to send."""
     request_id = (held.header(b"x-request-id") or b"").decode("latin-1")
-    status, body = await sync_to_async(services.voice_upload_settle, thread_sensitive=False)(
+    status, body = await in_thread(services.voice_upload_settle)(
         voice_id=pending.voice_id,
         tenant_id=pending.tenant_id,
         idempotency_key=idempotency_key,

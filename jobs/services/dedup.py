@@ -7,10 +7,11 @@ import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Field
 from django.utils import timezone
 
 from jobs.models import Job
@@ -49,7 +50,7 @@ def _dedup_candidates(*, tenant_id: Any, dedup_key: str, high_only: bool, kept_p
     by the job_tenant_dedup index."""
     fields = Job._meta
     column = {
-        name: connection.ops.quote_name(fields.get_field(name).column)
+        name: connection.ops.quote_name(str(cast(Field, fields.get_field(name)).column))
         for name in ("id", "status", "tenant", "dedup_key", "result_expires_at", "dedup_of", "priority", "created_at")
     }
     high = f" AND {column['priority']} = %s" if high_only else ""

@@ -70,7 +70,10 @@ def test_the_stream_is_chunked_decodes_and_is_the_stored_file(stack, tmp_path):
 
 @pytest.mark.parametrize("cancel_on_disconnect", [False, True])
 def test_a_client_that_hangs_up_cancels_only_when_it_asked(stack, cancel_on_disconnect):
-    job = _submit(stack, text=LONG_TEXT, engine="slow", stream=True, cancel_on_disconnect=cancel_on_disconnect, cache=False)
+    # Asked to cancel: a job far longer (5 s a chunk) than a loaded machine
+    # takes to notice the hang-up, so the cancel surely finds it running.
+    engine = "stuck" if cancel_on_disconnect else "slow"
+    job = _submit(stack, text=LONG_TEXT, engine=engine, stream=True, cancel_on_disconnect=cancel_on_disconnect, cache=False)
     head = _first_bytes_then_hang_up(stack, job["id"])
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
     final = stack.wait_terminal(job["id"])
