@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import threading
 from typing import Any
 
@@ -108,20 +109,25 @@ class _Dispatcher:
     repair sweep dispatches waiting jobs older than 10 s."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._pending: dict[Any, TenantLimits | None] = {}
+        self._requests: queue.SimpleQueue[tuple[Any, TenantLimits | None]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._start_lock = threading.Lock()
 
     def request(self, tenant_id: Any, limits: TenantLimits | None) -> None:
-        with self._lock:
-            self._pending[tenant_id] = limits
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()  # a forked child starts its own thread
-                self._thread = threading.Thread(target=self._run, name="jobs-dispatch", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+        self._requests.put((tenant_id, limits))  # no lock on the request path (a C queue)
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            self._start()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            thread = self._thread
+            if thread is not None and self._pid == os.getpid() and thread.is_alive():
+                return
+            self._pid = os.getpid()  # a forked child starts its own thread
+            self._thread = threading.Thread(target=self._run, name="jobs-dispatch", daemon=True)
+            self._thread.start()
 
     def drain(self) -> None:
         """Dispatch what is pending now, in the calling thread (at exit)."""
@@ -129,10 +135,17 @@ class _Dispatcher:
             _dispatch_quietly(tenant_id, limits)
 
     def _take(self, *, block: bool) -> dict[Any, TenantLimits | None]:
-        with self._lock:
-            while block and not self._pending:
-                self._wake.wait()
-            pending, self._pending = self._pending, {}
+        """The tenants requested since the last round, each once."""
+        pending: dict[Any, TenantLimits | None] = {}
+        try:
+            if block:
+                tenant_id, limits = self._requests.get()
+                pending[tenant_id] = limits
+            while True:
+                tenant_id, limits = self._requests.get_nowait()
+                pending[tenant_id] = limits
+        except queue.Empty:
+            pass
         return pending
 
     def _run(self) -> None:

@@ -92,7 +92,7 @@ def test_what_is_pending_at_exit_is_dispatched(tenant, stub_broker, monkeypatch)
 
     dispatcher = dispatch_module._Dispatcher()  # its thread never starts: requests stay pending
     monkeypatch.setattr(dispatch_module, "_dispatcher", dispatcher)
-    monkeypatch.setattr(dispatcher, "request", lambda tenant_id, limits: dispatcher._pending.__setitem__(tenant_id, limits))
+    monkeypatch.setattr(dispatcher, "request", lambda tenant_id, limits: dispatcher._requests.put((tenant_id, limits)))
     params = TtsParams(text="pending at exit", language="en", engine="tone", format="wav", speed=1.0)
     job = services.job_submit_tts(tenant=tenant, api_key=None, params=params, metadata={}, actor="test", ip=None)
     assert queued_job_ids(stub_broker, "tts") == []
