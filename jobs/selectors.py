@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +31,11 @@ def job_list(*, tenant: Tenant, status: str | None = None, kind: str | None = No
 def usage_summary(*, tenant: Tenant) -> dict[str, Any]:
     usage = usage_get(tenant=tenant)
     year, month = (int(part) for part in usage.period.split("-"))
-    rows = Job.objects.filter(tenant=tenant, created_at__year=year, created_at__month=month).values("status").annotate(count=Count("id"))
+    # A range, not created_at__year/__month: those compare a function of the
+    # column, which no index serves (every job of the tenant was read).
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    rows = Job.objects.filter(tenant=tenant, created_at__gte=start, created_at__lt=end).values("status").annotate(count=Count("id"))
     by_status = {row["status"]: row["count"] for row in rows}
     limits = tenant_limits(tenant)
     used = usage.audio_seconds + usage.video_seconds

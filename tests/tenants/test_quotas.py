@@ -83,3 +83,20 @@ def test_usage_reports_counters_and_limits(api, tenant):
     assert usage["cache_hits"] == 1
     assert usage["limits"]["monthly_seconds_quota"] == 100 and usage["limits"]["allow_high_priority"] is True
     assert usage["quota_remaining_seconds"] == pytest.approx(99.8, abs=0.02)
+
+
+def test_usage_counts_the_jobs_of_this_month_only(api, tenant):
+    """The month is a UTC range: its first microsecond is in, the last of the
+    previous month is out."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    month_start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    for created_at in (month_start, month_start - timedelta(microseconds=1), month_start - timedelta(days=40)):
+        job = services.job_submit_tts(tenant=tenant, api_key=None, params=_params(), metadata={}, actor="t", ip=None, use_cache=False)
+        Job.objects.filter(id=job.id).update(created_at=created_at)
+    usage = api.get("/v1/usage").json()
+    assert usage["jobs"]["queued"] == 1
+    assert usage["active_jobs"] == 3  # active is active, whatever the month
