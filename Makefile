@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run cluster test test-unit lint bench venv clean system-packages
+.PHONY: run cluster test test-unit lint bench locust venv clean system-packages
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
@@ -63,5 +63,20 @@ test-unit: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run_all.py
 
+# Locust against a running platform (make run): make locust KEY=... [HOST=...]
+# [USERS=64] [DURATION=30s]. Its own venv, pinned in requirements-locust.txt.
+LOCUST_VENV ?= .venv-locust
+HOST ?= http://127.0.0.1:8000
+USERS ?= 64
+DURATION ?= 30s
+$(LOCUST_VENV)/.installed: requirements-locust.txt
+	$(PYTHON) -m venv $(LOCUST_VENV)
+	$(LOCUST_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-locust.txt
+	@touch $@
+
+locust: $(LOCUST_VENV)/.installed
+	@test -n "$(KEY)" || { echo "make locust KEY=<an API key> [HOST=$(HOST)]"; exit 2; }
+	MYNAH_API_KEY=$(KEY) $(LOCUST_VENV)/bin/locust -f bench/locustfile.py --headless -u $(USERS) -r 16 -t $(DURATION) --host $(HOST) --only-summary
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCUST_VENV) var .pytest_cache .mypy_cache .ruff_cache
