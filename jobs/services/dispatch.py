@@ -21,10 +21,11 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from core.locks import named_lock_in_transaction
 from jobs.models import Job
 from jobs.routing import job_message_send, job_route
 from tenants.limits import TenantLimits, tenant_limits
@@ -46,7 +47,9 @@ def jobs_dispatch(*, tenant_id: Any, limits: TenantLimits | None = None) -> int:
         limits = tenant_limits(Tenant.objects.get(pk=tenant_id))
     marked_at = timezone.now()
     with transaction.atomic():
-        _tenant_dispatch_turn(tenant_id)
+        # One dispatcher per tenant at a time, to its commit, so the in-flight
+        # count it reads stays true until its marks are visible.
+        named_lock_in_transaction(f"dispatch:{tenant_id}")
         releasable = _releasable(tenant_id=tenant_id, limits=limits)
         # Marked in one statement; within the turn no other dispatcher can
         # have marked them meanwhile, so each job is sent once.
@@ -57,17 +60,6 @@ def jobs_dispatch(*, tenant_id: Any, limits: TenantLimits | None = None) -> int:
             Job.objects.filter(id__in=unsent, enqueued_at=marked_at).update(enqueued_at=None)
             return index  # the broker is down: the repair sweep dispatches later
     return len(releasable)
-
-
-def _tenant_dispatch_turn(tenant_id: Any) -> None:
-    """One dispatcher per tenant at a time, to its commit, so the in-flight
-    count it reads stays true until its marks are visible. SQLite's
-    IMMEDIATE transactions serialize already; on Postgres a
-    transaction-scoped advisory lock (no row lock: nothing waits on it but
-    other dispatchers of the tenant)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"dispatch:{tenant_id}"])
 
 
 def _releasable(*, tenant_id: Any, limits: TenantLimits) -> list[tuple[Any, ...]]:

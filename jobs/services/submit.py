@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from core.errors import ApplicationError
 from core.idempotency import idempotency_claim_link
+from core.locks import named_lock_in_transaction
 from jobs.models import Job
 from jobs.services.announce import job_announce
 from jobs.services.audio_publish import audio_stream_request
@@ -175,7 +176,9 @@ def _job_create(
     key = dedup_key(tenant=tenant, kind=kind, engine=engine, inputs=material) if use_cache else ""
     with transaction.atomic():
         if key:
-            _identical_requests_in_turn(key)
+            # Identical submissions in turn, so the second finds the first
+            # (in-flight coalescing stays exact); taken before any row lock.
+            named_lock_in_transaction(key)
         source = dedup_source(tenant=tenant, dedup_key=key, priority=priority) if key else None
         reuse = source is not None and source.status == Status.SUCCEEDED
         copied = copied_result(source) if reuse and source is not None else {}
@@ -211,17 +214,17 @@ def _job_create(
             ip=ip,
             metadata={"kind": job.kind, "engine": job.engine, "cache_hit": job.cache_hit},
         )
-        if not reuse:  # a reused output costs nothing
-            _tenant_submissions_in_turn(tenant)
-            _check_quotas(tenant=tenant, limits=limits)  # counts this job too
-        if reuse:
+        if reuse:  # a reused output costs nothing: no quota to check
             usage_record(tenant_id=tenant.pk, cache_hits=1)
             transaction.on_commit(partial(job_announce, job, fresh=True), robust=True)
-        elif source is None:
-            # Dispatch only once the row is visible to workers.
-            # robust: the job is saved; if dispatch fails the repair sweep sends it.
-            transaction.on_commit(partial(jobs_dispatch_soon, tenant_id=tenant.pk, limits=limits), robust=True)
-        # else: it waits for its source, which finishes it (followers_finish).
+        else:
+            _tenant_submissions_in_turn(tenant)
+            _check_quotas(tenant=tenant, limits=limits)  # counts this job too
+            if source is None:
+                # Dispatch only once the row is visible to workers.
+                # robust: the job is saved; if dispatch fails the repair sweep sends it.
+                transaction.on_commit(partial(jobs_dispatch_soon, tenant_id=tenant.pk, limits=limits), robust=True)
+            # else: it waits for its source, which finishes it (followers_finish).
     return job
 
 
@@ -240,16 +243,6 @@ def _check_size(*, tenant: Tenant, size: JobSize, limits: TenantLimits | None = 
             status=422,
             details={"estimated_duration_s": estimate, "limit_s": limit},
         )
-
-
-def _identical_requests_in_turn(key: str) -> None:
-    """Identical submissions in turn, so the second finds the first (in-flight
-    coalescing stays exact). SQLite's IMMEDIATE transactions already
-    serialize writers; on Postgres a transaction-scoped advisory lock on the
-    dedup key, taken before any row lock (one order everywhere: no cycle)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
 
 
 def _tenant_submissions_in_turn(tenant: Tenant) -> None:
