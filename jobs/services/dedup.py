@@ -3,6 +3,7 @@ hit); a job still being made is joined, and its followers end as it does."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -49,18 +50,6 @@ def _dedup_candidates(*, tenant_id: Any, dedup_key: str, high_only: bool, kept_p
     submission's CPU, profiled) than the database spent answering it. Served
     by the job_tenant_dedup index."""
     fields = Job._meta
-    column = {
-        name: connection.ops.quote_name(str(cast(Field, fields.get_field(name)).column))
-        for name in ("id", "status", "tenant", "dedup_key", "result_expires_at", "dedup_of", "priority", "created_at")
-    }
-    high = f" AND {column['priority']} = %s" if high_only else ""
-    sql = (
-        f"SELECT {column['id']}, {column['status']} FROM {connection.ops.quote_name(fields.db_table)}"
-        f" WHERE {column['tenant']} = %s AND {column['dedup_key']} = %s"
-        f" AND (({column['status']} = %s AND {column['result_expires_at']} > %s)"
-        f" OR ({column['status']} IN (%s, %s) AND {column['dedup_of']} IS NULL{high}))"
-        f" ORDER BY {column['created_at']} DESC LIMIT 20"
-    )
     params: list[Any] = [
         fields.get_field("tenant").get_db_prep_value(tenant_id, connection),
         dedup_key,
@@ -71,9 +60,28 @@ def _dedup_candidates(*, tenant_id: Any, dedup_key: str, high_only: bool, kept_p
     if high_only:
         params.append(Job.Priority.HIGH)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_dedup_candidates_sql(connection.vendor, high_only=high_only), params)
         rows = cursor.fetchall()
     return [(job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(job_id), status) for job_id, status in rows]
+
+
+@functools.cache
+def _dedup_candidates_sql(vendor: str, *, high_only: bool) -> str:
+    """The query of _dedup_candidates, built once per database vendor (its
+    quoting) and variant: not on every submission."""
+    fields = Job._meta
+    column = {
+        name: connection.ops.quote_name(str(cast(Field, fields.get_field(name)).column))
+        for name in ("id", "status", "tenant", "dedup_key", "result_expires_at", "dedup_of", "priority", "created_at")
+    }
+    high = f" AND {column['priority']} = %s" if high_only else ""
+    return (
+        f"SELECT {column['id']}, {column['status']} FROM {connection.ops.quote_name(fields.db_table)}"
+        f" WHERE {column['tenant']} = %s AND {column['dedup_key']} = %s"
+        f" AND (({column['status']} = %s AND {column['result_expires_at']} > %s)"
+        f" OR ({column['status']} IN (%s, %s) AND {column['dedup_of']} IS NULL{high}))"
+        f" ORDER BY {column['created_at']} DESC LIMIT 20"
+    )
 
 
 def copied_result(source: Job) -> dict[str, Any]:
