@@ -97,6 +97,33 @@ def _client(raw_key: str) -> APIClient:
     return client
 
 
+def _retry_while_the_first_is_held(api, monkeypatch, module, name: str, body: dict, *, key: str):
+    """Send ``body`` with ``key`` from another thread, hold that request inside
+    ``module.name`` (patched: it waits there, then runs as before), send the
+    same request again meanwhile, then let the first go on. Returns (first
+    response, retry's response)."""
+    real = getattr(module, name)
+    reached, release = threading.Event(), threading.Event()
+    first: list = []
+
+    def held(*args, **kwargs):
+        if threading.current_thread() is thread:
+            reached.set()
+            release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, held)
+    thread = threading.Thread(target=lambda: first.append(_client(api.raw_key).post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY=key)))
+    thread.start()
+    try:
+        assert reached.wait(20)
+        retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    finally:
+        release.set()
+        thread.join(30)
+    return first[0], retried
+
+
 def test_a_request_that_dies_after_its_job_committed_is_replayed_not_repeated(api, tenant, monkeypatch):
     import jobs.apis
 
@@ -131,31 +158,12 @@ def test_a_retry_while_the_first_request_hangs_after_its_commit_gets_its_job(api
 
     settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = 0  # a claim without a response is taken over at once
     body = {"text": "Committed, then hung.", "engine": "tone", "cache": False}
-    represent = jobs.apis._represent
-    committed, release = threading.Event(), threading.Event()
-    first: list = []
-
-    def hanging(job, request):
-        if threading.current_thread() is thread:
-            committed.set()
-            release.wait(30)
-        return represent(job, request)
-
-    monkeypatch.setattr(jobs.apis, "_represent", hanging)
-    thread = threading.Thread(
-        target=lambda: first.append(_client(api.raw_key).post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="hung-after-commit"))
-    )
-    thread.start()
-    try:
-        assert committed.wait(20)
-        retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="hung-after-commit")
-    finally:
-        release.set()
-        thread.join(30)
+    # Held while it builds its answer: after the commit.
+    first, retried = _retry_while_the_first_is_held(api, monkeypatch, jobs.apis, "_represent", body, key="hung-after-commit")
     job = Job.objects.get(tenant=tenant)
     assert (retried.status_code, retried["Idempotent-Replayed"], retried.json()["id"]) == (200, "true", str(job.id)), retried.content
-    assert (first[0].status_code, first[0].json()["id"]) == (202, str(job.id))
-    assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="hung-after-commit").json() == first[0].json()
+    assert (first.status_code, first.json()["id"]) == (202, str(job.id))
+    assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="hung-after-commit").json() == first.json()
 
 
 def test_a_request_whose_key_was_taken_over_before_its_commit_creates_nothing(api, tenant, settings, monkeypatch):
@@ -165,29 +173,10 @@ def test_a_request_whose_key_was_taken_over_before_its_commit_creates_nothing(ap
 
     settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = 0
     body = {"text": "Slow before its commit.", "engine": "tone", "cache": False}
-    check_size = jobs.services.submit._check_size
-    reached, release = threading.Event(), threading.Event()
-    first: list = []
-
-    def slow(**kwargs):
-        if threading.current_thread() is thread:
-            reached.set()
-            release.wait(30)
-        return check_size(**kwargs)
-
-    monkeypatch.setattr(jobs.services.submit, "_check_size", slow)
-    thread = threading.Thread(
-        target=lambda: first.append(_client(api.raw_key).post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="taken-over"))
-    )
-    thread.start()
-    try:
-        assert reached.wait(20)
-        retried = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="taken-over")
-    finally:
-        release.set()
-        thread.join(30)
+    # Held before its transaction begins.
+    first, retried = _retry_while_the_first_is_held(api, monkeypatch, jobs.services.submit, "_check_size", body, key="taken-over")
     assert retried.status_code == 202, retried.content
-    assert (first[0].status_code, first[0].json()["error"]["code"]) == (409, "idempotency_request_in_progress")
+    assert (first.status_code, first.json()["error"]["code"]) == (409, "idempotency_request_in_progress")
     assert [str(job_id) for job_id in Job.objects.filter(tenant=tenant).values_list("id", flat=True)] == [retried.json()["id"]]
     again = api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="taken-over")
     assert (again.status_code, again.json()["id"]) == (200, retried.json()["id"])
