@@ -91,7 +91,10 @@ class Job(models.Model):
             models.Index(fields=["status", "enqueued_at"], name="job_status_enqueued"),
             # Fair-share dispatch: in-flight count, and the waiting jobs in release order.
             models.Index(fields=["tenant", "status", "enqueued_at", "priority", "created_at"], name="job_tenant_dispatch"),
-            models.Index(fields=["tenant", "dedup_key", "status"], name="job_tenant_dedup"),
+            # Newest first within a key: the dedup lookup (ORDER BY created_at DESC
+            # LIMIT) then reads only its key's rows; with (..., status) SQLite
+            # walked job_tenant_newest, every job of the tenant, per submission.
+            models.Index(fields=["tenant", "dedup_key", "-created_at"], name="job_tenant_dedup"),
             models.Index(fields=["status", "result_expires_at"], name="job_status_expires"),  # purge_expired
         ]
         constraints = [

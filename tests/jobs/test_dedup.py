@@ -91,3 +91,28 @@ def test_an_output_about_to_expire_is_not_reused(api, tenant, settings):
     Job.objects.filter(id=first["id"]).update(result_expires_at=timezone.now() + lifetime + timedelta(minutes=5))
     reused = api.post(TTS, {"text": "Kept a little while.", "engine": "tone"}, format="json").json()
     assert (reused["cache_hit"], reused["status"]) == (True, "succeeded")
+
+
+@pytest.mark.parametrize("high_only", [False, True])
+def test_the_dedup_lookup_reads_only_its_keys_rows(tenant, high_only):
+    """Every submission runs this lookup. Its plan must seek the key in
+    job_tenant_dedup, not walk the tenant's jobs newest first (as SQLite did
+    when that index ended in status: a lookup that grew with every job)."""
+    from django.db import connection
+
+    from jobs.services.dedup import _dedup_candidates_sql
+
+    sql = _dedup_candidates_sql(connection.vendor, high_only=high_only)
+    params = [tenant.pk.hex if connection.vendor == "sqlite" else tenant.pk, "k" * 64, "succeeded", "2026-01-01", "queued", "running"]
+    params += ["high"] if high_only else []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET enable_seqscan = off")  # empty tables: make the planner pick among indexes
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = " ".join(row[0] for row in cursor.fetchall())
+            cursor.execute("RESET enable_seqscan")
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "?"), params)
+            plan = " ".join(row[-1] for row in cursor.fetchall())
+    assert "job_tenant_dedup" in plan, plan
+    assert "job_tenant_newest" not in plan, plan
