@@ -97,6 +97,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with write transactions taking turns on a file lock
+    # (core/db_backends/sqlite3/base.py: why).
+    DATABASES["default"]["ENGINE"] = "core.db_backends.sqlite3"
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
@@ -299,6 +302,9 @@ JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 30)
 # The web process dispatches after submissions in a thread of its own, off the
 # request path (jobs.services.dispatch.jobs_dispatch_soon); false: in the request.
 JOB_DISPATCH_IN_BACKGROUND = env_bool("JOB_DISPATCH_IN_BACKGROUND", True)
+# A web process's submissions share transactions, run by one thread of the
+# process and committed together (core.group_commit); false: one transaction each.
+DB_GROUP_COMMIT = env_bool("DB_GROUP_COMMIT", True)
 # A job still queued this long after its message was sent is sent again (the
 # message may have been lost); duplicates are dropped by the claim.
 JOB_RESEND_QUEUED_AFTER_S = env_int("JOB_RESEND_QUEUED_AFTER_S", 15 * 60)

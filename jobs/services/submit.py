@@ -7,14 +7,15 @@ import uuid
 from functools import partial
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
 from core.errors import ApplicationError
+from core.group_commit import in_shared_transaction
 from core.idempotency import idempotency_claim_link
-from core.locks import named_lock_in_transaction
 from jobs.models import Job
+from jobs.selectors import active_job_count
 from jobs.services.announce import job_announce
 from jobs.services.audio_publish import audio_stream_request
 from jobs.services.dedup import copied_result, dedup_key, dedup_source
@@ -174,11 +175,8 @@ def _job_create(
     # The voice's audio, not only its id, makes two requests identical.
     material = {**inputs, "voice_sha256": voice.content_sha256} if voice is not None else inputs
     key = dedup_key(tenant=tenant, kind=kind, engine=engine, inputs=material) if use_cache else ""
-    with transaction.atomic():
-        if key:
-            # Identical submissions in turn, so the second finds the first
-            # (in-flight coalescing stays exact); taken before any row lock.
-            named_lock_in_transaction(key)
+
+    def create() -> Job:
         source = dedup_source(tenant=tenant, dedup_key=key, priority=priority) if key else None
         reuse = source is not None and source.status == Status.SUCCEEDED
         copied = copied_result(source) if reuse and source is not None else {}
@@ -218,14 +216,23 @@ def _job_create(
             usage_record(tenant_id=tenant.pk, cache_hits=1)
             transaction.on_commit(partial(job_announce, job, fresh=True), robust=True)
         else:
-            _tenant_submissions_in_turn(tenant)
             _check_quotas(tenant=tenant, limits=limits)  # counts this job too
             if source is None:
                 # Dispatch only once the row is visible to workers.
                 # robust: the job is saved; if dispatch fails the repair sweep sends it.
                 transaction.on_commit(partial(jobs_dispatch_soon, tenant_id=tenant.pk, limits=limits), robust=True)
             # else: it waits for its source, which finishes it (followers_finish).
-    return job
+        return job
+
+    # The tenant's submissions take turns from the start of the transaction
+    # to its commit: quota checks are exact, and of two identical requests
+    # the second finds the first (in-flight coalescing stays exact; dedup
+    # keys are per tenant). A named lock, not a row lock: nothing a worker
+    # does waits on it (a FOR UPDATE of the tenant row conflicted with the
+    # KEY SHARE lock of a worker's foreign key check, and Postgres found
+    # deadlocks: issue "fast intake"). The transaction is shared with the
+    # process's other submissions (core.group_commit).
+    return in_shared_transaction(create, locks=[_tenant_turn(tenant)])
 
 
 def _check_size(*, tenant: Tenant, size: JobSize, limits: TenantLimits | None = None) -> None:
@@ -245,22 +252,15 @@ def _check_size(*, tenant: Tenant, size: JobSize, limits: TenantLimits | None = 
         )
 
 
-def _tenant_submissions_in_turn(tenant: Tenant) -> None:
-    """One tenant's submissions in turn from here to their commit, so quota
-    checks are exact. Taken after this job's inserts, and FOR NO KEY UPDATE:
-    that mode does not conflict with the KEY SHARE lock a foreign key check
-    takes, so a worker inserting the tenant's first UsagePeriod of the month
-    (or any row referencing the tenant) never waits on a submission. With a
-    plain FOR UPDATE first, it did, and Postgres found deadlocks between
-    those workers and concurrent submissions (issue: fast intake)."""
-    if connection.features.has_select_for_update:
-        Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).exists()
+def _tenant_turn(tenant: Tenant) -> str:
+    """The named lock a tenant's submissions take turns on."""
+    return f"tenant-submissions:{tenant.pk}"
 
 
 def _check_quotas(*, tenant: Tenant, limits: TenantLimits) -> None:
     """Run after the new job's insert, holding the tenant's turn: the count
     includes it, so more than the limit refuses (and rolls the job back)."""
-    active = Job.objects.filter(tenant=tenant, status__in=Job.ACTIVE).count() - 1  # the others
+    active = active_job_count(tenant_id=tenant.pk) - 1  # the others
     if active >= limits.max_active_jobs:
         raise ApplicationError(
             "too_many_active_jobs",
