@@ -18,7 +18,7 @@ from core.errors import ApplicationError
 from core.redis import redis_client
 from tenants.auth_cache import api_key_cache
 from tenants.models import ApiKey, Tenant
-from tenants.ratelimit import rate_limit_check
+from tenants.ratelimit import Gate, rate_limit_check
 
 
 @dataclass(frozen=True)
@@ -54,36 +54,51 @@ class ApiKeyAuthentication(BaseAuthentication):
         if not parts:
             return None  # -> 401 missing_api_key from IsAuthenticated
         ip = client_ip(request)
-        auth_failures_check(ip)
         try:
-            return self._authenticate(parts, request)
+            return self._authenticate(parts, request, ip)
         except exceptions.AuthenticationFailed:
             auth_failure_charge(ip)
             raise
 
-    def _authenticate(self, parts: list[bytes], request: Request) -> tuple[ApiClient, ApiKey]:
-        if parts[0].lower() != self.keyword or len(parts) != 2:
-            auth_failure_record(request=request, prefix="", reason="malformed_authorization")
-            raise exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <api key>'.")
-        try:
-            raw_key = parts[1].decode("ascii")
-        except UnicodeDecodeError:
-            auth_failure_record(request=request, prefix="", reason="malformed_api_key")
-            raise exceptions.AuthenticationFailed("Invalid API key.") from None
+    def _authenticate(self, parts: list[bytes], request: Request, ip: str | None) -> tuple[ApiClient, ApiKey]:
+        raw_key = self._raw_key(parts)
+        digest = api_key_cache.digest(raw_key) if raw_key is not None else None
         # A key verified by this process within AUTH_CACHE_TTL_S skips the
         # lookup (tenants/auth_cache.py: the bound on revocation).
-        digest = api_key_cache.digest(raw_key)
-        api_key = api_key_cache.get(digest)
-        if api_key is None:
+        api_key = api_key_cache.get(digest) if digest is not None else None
+        if api_key is not None and not api_key.has_expired:
+            # The address's failures are then checked by the rate limit's
+            # script, in its round trip (tenants.throttling), not in one of their own.
+            request._request.auth_failures_gate = ip  # type: ignore[attr-defined]
+        else:
+            auth_failures_check(ip)  # before any lookup: a blocked address learns nothing
+            if raw_key is None or digest is None:
+                raise self._malformed(parts, request)
+            if api_key is not None:  # cached, and expired since
+                auth_failure_record(request=request, prefix=api_key.prefix, reason="invalid_api_key", tenant=api_key.tenant)
+                raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
             ticket = api_key_cache.ticket()
             api_key = self._lookup(raw_key, request)
             api_key_cache.put(digest, api_key, ticket=ticket)
-        elif api_key.has_expired:
-            auth_failure_record(request=request, prefix=api_key.prefix, reason="invalid_api_key", tenant=api_key.tenant)
-            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
-        if self._touch(api_key):
+        if self._touch(api_key) and digest is not None:
             api_key_cache.touched(digest, api_key)
         return ApiClient(tenant=api_key.tenant, api_key=api_key), api_key
+
+    def _raw_key(self, parts: list[bytes]) -> str | None:
+        """The key of ``Bearer <key>``; None when the header is malformed."""
+        if parts[0].lower() != self.keyword or len(parts) != 2:
+            return None
+        try:
+            return parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+
+    def _malformed(self, parts: list[bytes], request: Request) -> exceptions.AuthenticationFailed:
+        if parts[0].lower() != self.keyword or len(parts) != 2:
+            auth_failure_record(request=request, prefix="", reason="malformed_authorization")
+            return exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <api key>'.")
+        auth_failure_record(request=request, prefix="", reason="malformed_api_key")
+        return exceptions.AuthenticationFailed("Invalid API key.")
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'  # makes DRF answer 401, not 403
@@ -131,7 +146,15 @@ def _failure_bucket(ip: str) -> dict[str, int]:
     return {f"auth-failures:{ip}": settings.AUTH_FAILURE_LIMIT}
 
 
-def _blocked(retry_after_s: int) -> ApplicationError:
+def auth_failures_gate(ip: str) -> Gate | None:
+    """The address's failures as a gate of the rate limit's script
+    (tenants.throttling): checked in its round trip, never charged there."""
+    if settings.AUTH_FAILURE_LIMIT <= 0:
+        return None
+    return Gate(name=f"auth-failures:{ip}", limit=settings.AUTH_FAILURE_LIMIT, period_s=settings.AUTH_FAILURE_WINDOW_S)
+
+
+def auth_failures_blocked(retry_after_s: int) -> ApplicationError:
     return ApplicationError(
         "rate_limited",
         "Too many failed authentications from this address; retry after the Retry-After delay.",
@@ -147,7 +170,7 @@ def auth_failures_check(ip: str | None) -> None:
         return
     decision = rate_limit_check(buckets=_failure_bucket(ip), period_s=settings.AUTH_FAILURE_WINDOW_S, charge=False)
     if decision is not None and not decision.allowed:
-        raise _blocked(decision.retry_after_s)
+        raise auth_failures_blocked(decision.retry_after_s)
 
 
 def auth_failure_charge(ip: str | None) -> None:
@@ -164,7 +187,7 @@ def auth_failure_charge(ip: str | None) -> None:
     if decision.remaining == 0:
         _block_audit(ip)
     if not decision.allowed:
-        raise _blocked(decision.retry_after_s)
+        raise auth_failures_blocked(decision.retry_after_s)
 
 
 def _block_audit(ip: str) -> None:

@@ -98,3 +98,42 @@ def test_redis_down_fails_open(limit, settings, api):
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     address, client = next(_addresses), APIClient()
     assert {_get(client, address, f"guess{n}.secret").status_code for n in range(limit + 2)} == {401}
+
+
+@pytest.mark.django_db
+def test_with_the_key_cached_the_block_is_checked_in_the_rate_limits_round_trip(limit, api, settings, monkeypatch):
+    """A cached key skips the lookup, and the address's failures are checked
+    by the rate limit's script: one Redis round trip per request, and a
+    blocked address is still refused with a good key."""
+    from tenants import authentication, throttling
+    from tenants.auth_cache import api_key_cache
+    from tenants.ratelimit import rate_limit_check
+
+    settings.AUTH_CACHE_TTL_S = 60
+    api_key_cache.clear()
+    calls: list[dict] = []
+
+    def counted(**kwargs):
+        calls.append(kwargs)
+        return rate_limit_check(**kwargs)
+
+    monkeypatch.setattr(authentication, "rate_limit_check", counted)
+    monkeypatch.setattr(throttling, "rate_limit_check", counted)
+    attacker, client = next(_addresses), APIClient()
+    try:
+        assert _get(client, next(_addresses), api.raw_key).status_code == 200  # verified, now cached
+        calls.clear()
+        assert _get(client, attacker, api.raw_key).status_code == 200
+        assert len(calls) == 1 and calls[0]["gate"].name == f"auth-failures:{attacker}"
+        for n in range(limit):
+            assert _get(client, attacker, f"guess{n}.secret").status_code == 401
+        calls.clear()
+        refused = _get(client, attacker, api.raw_key)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["details"]["limit"] == "authentication_failures"
+        assert 1 <= int(refused["Retry-After"]) <= 3600 // limit
+        assert "RateLimit-Remaining" not in refused  # the tenant's buckets were not charged
+        assert len(calls) == 1
+        assert _get(client, next(_addresses), api.raw_key).status_code == 200  # other addresses are not held back
+    finally:
+        api_key_cache.clear()
