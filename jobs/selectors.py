@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db.models import Count, QuerySet
+from django.db import connection
+from django.db.models import Count, Field, QuerySet
 
 from core.lookups import owned_or_404
 from jobs.models import Job
@@ -17,6 +19,25 @@ from tenants.selectors import usage_get
 
 def job_get(*, tenant: Tenant, job_id: str) -> Job:
     return owned_or_404(Job.objects.all(), tenant=tenant, object_id=job_id, what="Job")
+
+
+def active_job_count(*, tenant_id: Any) -> int:
+    """The tenant's queued and running jobs. Every submission asks this
+    (quotas): in plain SQL, as the ORM spent more compiling the count than
+    the database spent answering it (profiled). Served by job_tenant_dispatch."""
+    tenant = Job._meta.get_field("tenant").get_db_prep_value(tenant_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_active_job_count_sql(connection.vendor), [tenant, *Job.ACTIVE])
+        return int(cursor.fetchone()[0])
+
+
+@functools.cache
+def _active_job_count_sql(vendor: str) -> str:
+    """Built once per database vendor (its quoting)."""
+    quote, fields = connection.ops.quote_name, Job._meta
+    tenant, status = (quote(str(cast(Field, fields.get_field(name)).column)) for name in ("tenant", "status"))
+    placeholders = ", ".join(["%s"] * len(Job.ACTIVE))
+    return f"SELECT COUNT(*) FROM {quote(fields.db_table)} WHERE {tenant} = %s AND {status} IN ({placeholders})"
 
 
 def job_list(*, tenant: Tenant, status: str | None = None, kind: str | None = None) -> QuerySet[Job]:
@@ -42,7 +63,7 @@ def usage_summary(*, tenant: Tenant) -> dict[str, Any]:
     return {
         "period": usage.period,
         "jobs": {status: by_status.get(status, 0) for status in Job.Status.values},
-        "active_jobs": Job.objects.filter(tenant=tenant, status__in=Job.ACTIVE).count(),
+        "active_jobs": active_job_count(tenant_id=tenant.pk),
         "generated_seconds": {"audio": round(usage.audio_seconds, 3), "video": round(usage.video_seconds, 3), "total": round(used, 3)},
         "cache_hits": usage.cache_hits,
         "limits": limits.as_dict(),

@@ -83,3 +83,42 @@ def test_json_reader_reads_json():
 
     assert json_text_parse(b'{"a": [1, 2.5, "\\u00e9", null, true]}') == {"a": [1, 2.5, "\u00e9", None, True]}
     assert json_text_parse('{"a": 1e999}') == {"a": float("inf")}  # a JSON number; metadata refuses it (not finite)
+
+
+# ------------------------------------------------------ serializer fields
+
+
+def test_each_serializer_gets_its_own_fields_and_nested_ones_stay_deep_copies():
+    """StrictSerializer copies its declared fields shallowly (DRF deep-copies
+    them, a sixth of a submission's CPU): each instance still binds its own
+    field objects, a change to one instance's field reaches no other, and a
+    nested serializer is its own deep copy."""
+    from rest_framework import serializers
+
+    from core.fields import StrictCharField, StrictSerializer
+
+    class Inner(StrictSerializer):
+        name = StrictCharField(max_length=5)
+
+    class Outer(StrictSerializer):
+        text = StrictCharField(max_length=10)
+        kind = serializers.ChoiceField(choices=["a", "b"], default="a")
+        tags = serializers.ListField(child=serializers.ChoiceField(choices=["x", "y"]), required=False)
+        inner = Inner(required=False)
+        inners = Inner(many=True, required=False)
+
+    first, second = Outer(data={"text": "hello", "tags": ["x"], "inner": {"name": "ok"}}), Outer(data={"text": "a" * 11, "kind": "c"})
+    for name in ("text", "kind", "tags", "inner", "inners"):
+        assert first.fields[name] is not second.fields[name]
+        assert first.fields[name].parent is first and second.fields[name].parent is second
+        assert Outer._declared_fields[name].parent is None  # the declared field is never bound
+    assert first.fields["inner"].fields["name"] is not second.fields["inner"].fields["name"]
+    assert first.fields["inner"].fields["name"].root is first
+    first.fields["text"].help_text = "changed"  # one instance's change...
+    assert second.fields["text"].help_text is None and Outer._declared_fields["text"].help_text is None  # ...is its own
+    assert first.is_valid(), first.errors
+    assert second.is_valid() is False and set(second.errors) == {"text", "kind"}
+    assert second.errors["text"][0].code == "max_length"
+    third = Outer(data={"text": "hello", "tags": ["x", "y"], "inner": {"name": "ok"}, "inners": [{"name": "a"}]})
+    assert third.is_valid(), third.errors
+    assert third.validated_data == {"text": "hello", "kind": "a", "tags": ["x", "y"], "inner": {"name": "ok"}, "inners": [{"name": "a"}]}
