@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Field, QuerySet
 
-from core.lookups import owned_or_404
+from core.lookups import owned_row_or_404
 from jobs.models import Job
 from tenants.limits import tenant_limits
 from tenants.models import Tenant
@@ -18,7 +18,7 @@ from tenants.selectors import usage_get
 
 
 def job_get(*, tenant: Tenant, job_id: str) -> Job:
-    return owned_or_404(Job.objects.all(), tenant=tenant, object_id=job_id, what="Job")
+    return owned_row_or_404(Job, tenant=tenant, object_id=job_id, what="Job")
 
 
 def active_job_count(*, tenant_id: Any) -> int:
