@@ -7,6 +7,7 @@ from django.db import models
 from audit.models import AuditEvent
 from core.context import client_ip, request_id_var
 from core.redis import redis_client
+from core.rows import row_insert
 
 
 def audit_record(
@@ -21,7 +22,7 @@ def audit_record(
     """Append one audit event. Called explicitly from services. A target
     names itself by ``audit_id`` when its primary key should not be copied
     around (an API key's pk embeds its hash)."""
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         tenant=tenant,
         actor=actor,
         action=action,
@@ -31,6 +32,8 @@ def audit_record(
         request_id=request_id_var.get() or "",
         metadata=metadata or {},
     )
+    row_insert(event)  # append-only: AuditEvent.save() only refuses updates
+    return event
 
 
 def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any = None) -> None:

@@ -14,6 +14,7 @@ from audit.services import audit_record
 from core.errors import ApplicationError
 from core.group_commit import in_shared_transaction
 from core.idempotency import idempotency_claim_link
+from core.rows import row_insert
 from jobs.models import Job
 from jobs.selectors import active_job_count
 from jobs.services.announce import job_announce
@@ -182,7 +183,7 @@ def _job_create(
         copied = copied_result(source) if reuse and source is not None else {}
         if reuse:
             copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
-        job = Job.objects.create(
+        job = Job(
             id=job_id or uuid.uuid4(),
             tenant=tenant,
             api_key=api_key,
@@ -201,6 +202,7 @@ def _job_create(
             cost=size.cost,
             **copied,
         )
+        row_insert(job)
         # The request's Idempotency-Key answers with this job from now on,
         # even if its instance dies before the response is recorded.
         idempotency_claim_link(job.id)
