@@ -6,13 +6,14 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
-from django.db.models import Field, Model, QuerySet
+from django.db.models import Model, QuerySet
 
 from core.errors import NotFound
+from core.rows import quoted, quoted_column
 
 M = TypeVar("M", bound=Model)
 
@@ -63,13 +64,8 @@ def _row_query(model: type[Model], vendor: str) -> tuple[str, list[str], list[tu
     the backend's, then the field's), once per model and database vendor."""
     meta = model._meta
     fields = list(meta.concrete_fields)
-
-    def quote(name: Any) -> str:
-        return connection.ops.quote_name(str(name))
-
-    columns = ", ".join(quote(field.column) for field in fields)
-    tenant_column = quote(cast(Field, meta.get_field("tenant")).column)
-    sql = f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = %s AND {tenant_column} = %s"
+    columns = ", ".join(quoted(field.column) for field in fields)
+    sql = f"SELECT {columns} FROM {quoted(meta.db_table)} WHERE {quoted(meta.pk.column)} = %s AND {quoted_column(model, 'tenant')} = %s"
     converters = []
     for index, field in enumerate(fields):
         expression = field.get_col(meta.db_table)

@@ -12,10 +12,19 @@ models that have neither (checked by tests/core/test_rows.py)."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
 from django.db.models import AutoField, Field, Model
+
+
+def quoted(name: Any) -> str:
+    """A table or column name, quoted for the current connection's database."""
+    return connection.ops.quote_name(str(name))
+
+
+def quoted_column(model: type[Model], field_name: str) -> str:
+    return quoted(cast(Field, model._meta.get_field(field_name)).column)
 
 
 def row_insert(instance: Model) -> None:
@@ -39,11 +48,7 @@ def _insert_query(model: type[Model], vendor: str) -> tuple[str, list[Field[Any,
     if returns_pk and not connection.features.can_return_columns_from_insert:
         raise RuntimeError(f"row_insert needs INSERT ... RETURNING for {meta.label}'s auto primary key")
     fields = [field for field in meta.concrete_fields if not (returns_pk and field is pk)]
-
-    def quote(name: Any) -> str:
-        return connection.ops.quote_name(str(name))
-
-    columns = ", ".join(quote(field.column) for field in fields)
+    columns = ", ".join(quoted(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
-    returning = f" RETURNING {quote(pk.column)}" if returns_pk else ""
-    return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}){returning}", fields, returns_pk
+    returning = f" RETURNING {quoted(pk.column)}" if returns_pk else ""
+    return f"INSERT INTO {quoted(meta.db_table)} ({columns}) VALUES ({placeholders}){returning}", fields, returns_pk

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Field, QuerySet
+from django.db.models import Count, QuerySet
 
 from core.lookups import owned_row_or_404
+from core.rows import quoted, quoted_column
 from jobs.models import Job
 from tenants.limits import tenant_limits
 from tenants.models import Tenant
@@ -34,10 +35,11 @@ def active_job_count(*, tenant_id: Any) -> int:
 @functools.cache
 def _active_job_count_sql(vendor: str) -> str:
     """Built once per database vendor (its quoting)."""
-    quote, fields = connection.ops.quote_name, Job._meta
-    tenant, status = (quote(str(cast(Field, fields.get_field(name)).column)) for name in ("tenant", "status"))
     placeholders = ", ".join(["%s"] * len(Job.ACTIVE))
-    return f"SELECT COUNT(*) FROM {quote(fields.db_table)} WHERE {tenant} = %s AND {status} IN ({placeholders})"
+    return (
+        f"SELECT COUNT(*) FROM {quoted(Job._meta.db_table)}"
+        f" WHERE {quoted_column(Job, 'tenant')} = %s AND {quoted_column(Job, 'status')} IN ({placeholders})"
+    )
 
 
 def job_list(*, tenant: Tenant, status: str | None = None, kind: str | None = None) -> QuerySet[Job]:

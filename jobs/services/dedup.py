@@ -8,13 +8,13 @@ import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Field
 from django.utils import timezone
 
+from core.rows import quoted, quoted_column
 from jobs.models import Job
 from jobs.services.announce import job_announce
 from jobs.services.dispatch import jobs_dispatch
@@ -69,14 +69,13 @@ def _dedup_candidates(*, tenant_id: Any, dedup_key: str, high_only: bool, kept_p
 def _dedup_candidates_sql(vendor: str, *, high_only: bool) -> str:
     """The query of _dedup_candidates, built once per database vendor (its
     quoting) and variant: not on every submission."""
-    fields = Job._meta
     column = {
-        name: connection.ops.quote_name(str(cast(Field, fields.get_field(name)).column))
+        name: quoted_column(Job, name)
         for name in ("id", "status", "tenant", "dedup_key", "result_expires_at", "dedup_of", "priority", "created_at")
     }
     high = f" AND {column['priority']} = %s" if high_only else ""
     return (
-        f"SELECT {column['id']}, {column['status']} FROM {connection.ops.quote_name(fields.db_table)}"
+        f"SELECT {column['id']}, {column['status']} FROM {quoted(Job._meta.db_table)}"
         f" WHERE {column['tenant']} = %s AND {column['dedup_key']} = %s"
         f" AND (({column['status']} = %s AND {column['result_expires_at']} > %s)"
         f" OR ({column['status']} IN (%s, %s) AND {column['dedup_of']} IS NULL{high}))"
