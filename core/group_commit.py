@@ -154,10 +154,16 @@ def _run_in_transaction(batch: list[_Unit[Any]]) -> None:
     """The units in one transaction, after every lock they declared (taken
     in sorted order), each in its own savepoint and its request's context."""
     with transaction.atomic():
-        for name in sorted({name for unit in batch for name in unit.locks}):
-            named_lock_in_transaction(name)
+        _named_locks_in_order(name for unit in batch for name in unit.locks)
         for unit in batch:
             unit.context.run(_run_in_savepoint, unit)
+
+
+def _named_locks_in_order(names: Iterable[str]) -> None:
+    """Each named lock once, in sorted order: every transaction that takes
+    several takes them in the same order, so none waits on another in a cycle."""
+    for name in sorted(set(names)):
+        named_lock_in_transaction(name)
 
 
 def _run_in_savepoint(unit: _Unit[Any]) -> None:
@@ -198,6 +204,5 @@ def in_shared_transaction(work: Callable[[], T], *, locks: Iterable[str] = ()) -
     if settings.DB_GROUP_COMMIT and not connection.in_atomic_block:
         return _committer.run(work, locks=locks)
     with transaction.atomic():
-        for name in sorted(set(locks)):
-            named_lock_in_transaction(name)
+        _named_locks_in_order(locks)
         return work()
