@@ -84,9 +84,12 @@ class ApiKeyAuthentication(BaseAuthentication):
             api_key_cache.touched(digest, api_key)
         return ApiClient(tenant=api_key.tenant, api_key=api_key), api_key
 
+    def _is_bearer(self, parts: list[bytes]) -> bool:
+        return parts[0].lower() == self.keyword and len(parts) == 2
+
     def _raw_key(self, parts: list[bytes]) -> str | None:
         """The key of ``Bearer <key>``; None when the header is malformed."""
-        if parts[0].lower() != self.keyword or len(parts) != 2:
+        if not self._is_bearer(parts):
             return None
         try:
             return parts[1].decode("ascii")
@@ -94,7 +97,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
 
     def _malformed(self, parts: list[bytes], request: Request) -> exceptions.AuthenticationFailed:
-        if parts[0].lower() != self.keyword or len(parts) != 2:
+        if not self._is_bearer(parts):
             auth_failure_record(request=request, prefix="", reason="malformed_authorization")
             return exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <api key>'.")
         auth_failure_record(request=request, prefix="", reason="malformed_api_key")
@@ -142,8 +145,12 @@ class ApiKeyAuthentication(BaseAuthentication):
 # requests cost nothing from the bucket, and each address has its own.
 
 
+def _failure_key(ip: str) -> str:
+    return f"auth-failures:{ip}"
+
+
 def _failure_bucket(ip: str) -> dict[str, int]:
-    return {f"auth-failures:{ip}": settings.AUTH_FAILURE_LIMIT}
+    return {_failure_key(ip): settings.AUTH_FAILURE_LIMIT}
 
 
 def auth_failures_gate(ip: str) -> Gate | None:
@@ -151,7 +158,7 @@ def auth_failures_gate(ip: str) -> Gate | None:
     (tenants.throttling): checked in its round trip, never charged there."""
     if settings.AUTH_FAILURE_LIMIT <= 0:
         return None
-    return Gate(name=f"auth-failures:{ip}", limit=settings.AUTH_FAILURE_LIMIT, period_s=settings.AUTH_FAILURE_WINDOW_S)
+    return Gate(name=_failure_key(ip), limit=settings.AUTH_FAILURE_LIMIT, period_s=settings.AUTH_FAILURE_WINDOW_S)
 
 
 def auth_failures_blocked(retry_after_s: int) -> ApplicationError:
