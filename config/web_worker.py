@@ -62,3 +62,13 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
 class MynahUvicornWorker(UvicornWorker):
     CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": JsonErrorHttpToolsProtocol, "proxy_headers": False}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.cfg.accesslog is None:
+            # uvicorn writes an access line per request whenever its logger
+            # has a handler, whatever gunicorn's accesslog says: it did, a
+            # twentieth of the event loop's time. Off unless ACCESS_LOG=1.
+            access = logging.getLogger("uvicorn.access")
+            access.handlers = []
+            access.propagate = False

@@ -39,7 +39,18 @@ def test_web_and_worker_processes_write_only_json_lines_with_request_and_job_ids
 
     web_loggers = {record["logger"] for record in records["web"]}
     assert {"gunicorn.error", "uvicorn.error"} <= web_loggers
+    assert "uvicorn.access" not in web_loggers  # off unless ACCESS_LOG=1
     assert any(r["request_id"] == "trace-me-42" and r["logger"] == "django.request" for r in records["web"])
     worker_loggers = {record["logger"] for record in records["worker"]}
     assert "dramatiq.MainProcess" in worker_loggers  # the master's own lines
     assert any(r["job_id"] == job_id and r["message"] == "job succeeded" for r in records["worker"])
+
+
+def test_access_log_lines_only_with_access_log_on(tmp_path):
+    stack = Stack(tmp_path, log_children=True, extra_env={"ACCESS_LOG": "1"}).start()
+    try:
+        assert requests.get(f"{stack.base_url}/healthz", timeout=10).status_code == 200
+    finally:
+        stack.stop()
+    records = [json.loads(line) for line in (tmp_path / "logs" / "web.log").read_text().splitlines() if line.strip()]
+    assert any(r["logger"] == "uvicorn.access" and "GET /healthz" in r["message"] for r in records)
