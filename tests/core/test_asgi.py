@@ -252,3 +252,62 @@ def test_a_crash_of_the_router_is_a_json_500(monkeypatch):
     assert status == 500 and headers[b"content-type"] == b"application/json"
     error = json.loads(body)["error"]
     assert error["code"] == "internal_error" and error["request_id"] == headers[b"x-request-id"].decode()
+
+
+def _served_by(app, monkeypatch, sent: list[dict]) -> list[dict]:
+    """The messages a plain WSGI ``app`` gives the server, in ``sent``."""
+    import config.asgi
+
+    monkeypatch.setattr(config.asgi, "django_wsgi", app)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/anything", "raw_path": b"/anything", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(application(scope, receive, send))
+    return sent
+
+
+def _app_noting_what_was_sent(chunks: list[bytes], sent: list[dict], seen: list[int]):
+    """A WSGI app that notes, before each chunk it produces, how many
+    messages the server had sent."""
+
+    def body():
+        for chunk in chunks:
+            seen.append(len(sent))
+            yield chunk
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return body()
+
+    return app
+
+
+def test_a_short_response_is_sent_whole_once_produced(monkeypatch):
+    sent: list[dict] = []
+    seen: list[int] = []
+    _served_by(_app_noting_what_was_sent([b"one ", b"two ", b"three"], sent, seen), monkeypatch, sent)
+    assert seen == [0, 0, 0]  # nothing crossed to the loop while the thread worked
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1]["body"] == b"one two three" and not sent[1].get("more_body")
+
+
+def test_a_response_over_the_hold_limit_streams_as_produced_and_complete(monkeypatch):
+    from config.asgi import RESPONSE_HOLD_BYTES
+
+    chunks = [bytes([index]) * (RESPONSE_HOLD_BYTES // 3) for index in range(7)]
+    sent: list[dict] = []
+    seen: list[int] = []
+    _served_by(_app_noting_what_was_sent(chunks, sent, seen), monkeypatch, sent)
+    assert seen[:4] == [0, 0, 0, 0] and seen[-1] > 0  # held up to the limit, then streamed
+    assert sent[0]["type"] == "http.response.start" and sent[-1] == {"type": "http.response.body"}
+    assert b"".join(message.get("body", b"") for message in sent[1:]) == b"".join(chunks)
+    assert all(message.get("more_body") for message in sent[1:-1])

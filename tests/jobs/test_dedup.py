@@ -105,8 +105,7 @@ def test_the_dedup_lookup_reads_only_its_keys_rows(tenant, high_only):
     # A tenant's history of other requests, with the planner's statistics on
     # it: on empty tables Postgres picks among equally cheap indexes by chance.
     Job.objects.bulk_create(
-        Job(tenant=tenant, kind=Job.Kind.TTS, engine="tone", status="succeeded", dedup_key=f"{index:064x}")
-        for index in range(2000)
+        Job(tenant=tenant, kind=Job.Kind.TTS, engine="tone", status="succeeded", dedup_key=f"{index:064x}") for index in range(2000)
     )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
