@@ -22,7 +22,24 @@ def audit_record(
     """Append one audit event. Called explicitly from services. A target
     names itself by ``audit_id`` when its primary key should not be copied
     around (an API key's pk embeds its hash)."""
-    event = AuditEvent(
+    event = audit_event(action=action, actor=actor, tenant=tenant, target=target, ip=ip, metadata=metadata)
+    row_insert(event)  # append-only: AuditEvent.save() only refuses updates
+    return event
+
+
+def audit_event(
+    *,
+    action: str,
+    actor: str,
+    tenant: Any = None,
+    target: models.Model | None = None,
+    ip: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The event that :func:`audit_record` appends, not yet stored: for a
+    caller that inserts it itself (core.rows), in the transaction of what it
+    records. The request id is this thread's, read now."""
+    return AuditEvent(
         tenant=tenant,
         actor=actor,
         action=action,
@@ -32,8 +49,6 @@ def audit_record(
         request_id=request_id_var.get() or "",
         metadata=metadata or {},
     )
-    row_insert(event)  # append-only: AuditEvent.save() only refuses updates
-    return event
 
 
 def auth_failure_record(*, request: Any, prefix: str, reason: str, tenant: Any = None) -> None:

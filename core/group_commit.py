@@ -12,8 +12,16 @@ which runs whatever has queued in one transaction (a savepoint each), commits
 once, and wakes each request with its own result.
 
 What each unit of work sees is what it saw in a transaction of its own:
-- it runs in its own savepoint: an exception rolls back only that unit (and
-  discards its ``on_commit`` callbacks), and is raised in its request thread;
+- an exception rolls back only that unit (and discards its ``on_commit``
+  callbacks), and is raised in its request thread. On Postgres each unit
+  runs in a savepoint (an error there aborts the whole transaction). On
+  SQLite a unit runs without one, and the connection's count of changed rows
+  says whether it wrote anything before it raised: a unit that refuses
+  before it writes (a quota, a conflict) leaves nothing to roll back, and
+  one that wrote fails the batch, whose units then run again one per
+  transaction (below). The savepoint and its release were two of a
+  submission's six statements in the shared transaction, each a moment the
+  commit thread gave up the GIL while it held the writer lock;
 - its request answers only after the batch committed (a 202 stays durable);
   a batch that fails as a whole (at BEGIN, a lock or COMMIT: a foreign key
   is checked at COMMIT) runs again one unit per transaction, so each unit
@@ -152,11 +160,11 @@ def _first_error(unit: _Unit[Any], exc: BaseException) -> BaseException:
 
 def _run_in_transaction(batch: list[_Unit[Any]]) -> None:
     """The units in one transaction, after every lock they declared (taken
-    in sorted order), each in its own savepoint and its request's context."""
+    in sorted order), each in its request's context."""
     with transaction.atomic():
         _named_locks_in_order(name for unit in batch for name in unit.locks)
         for unit in batch:
-            unit.context.run(_run_in_savepoint, unit)
+            unit.context.run(_run_unit, unit)
 
 
 def _named_locks_in_order(names: Iterable[str]) -> None:
@@ -166,11 +174,26 @@ def _named_locks_in_order(names: Iterable[str]) -> None:
         named_lock_in_transaction(name)
 
 
-def _run_in_savepoint(unit: _Unit[Any]) -> None:
+def _run_unit(unit: _Unit[Any]) -> None:
+    if connection.vendor != "sqlite":
+        try:
+            with transaction.atomic():
+                unit.result = unit.work()
+        except Exception as exc:  # this unit only: rolled back to its savepoint
+            unit.error = exc
+        return
+    raw = connection.connection
+    changes, hooks = raw.total_changes, len(connection.run_on_commit)
     try:
-        with transaction.atomic():
-            unit.result = unit.work()
-    except Exception as exc:  # this unit only: rolled back to its savepoint
+        unit.result = unit.work()
+    except Exception as exc:
+        # A unit that changed no row left nothing behind. One that did, or
+        # whose error ended the transaction or left Django marking it for
+        # rollback (a failed ORM save), fails the batch: only a rollback
+        # undoes it.
+        if raw.total_changes != changes or not raw.in_transaction or connection.needs_rollback:
+            raise
+        del connection.run_on_commit[hooks:]  # its callbacks, as a savepoint's rollback discards them
         unit.error = exc
 
 

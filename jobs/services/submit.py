@@ -10,11 +10,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.models import AuditEvent
+from audit.services import audit_event
 from core.errors import ApplicationError
 from core.group_commit import in_shared_transaction
 from core.idempotency import idempotency_claim_link
-from core.rows import row_insert
+from core.rows import prepared_row_insert, row_insert, row_prepare
 from jobs.models import Job
 from jobs.selectors import active_job_count
 from jobs.services.announce import job_announce
@@ -176,37 +177,25 @@ def _job_create(
     # The voice's audio, not only its id, makes two requests identical.
     material = {**inputs, "voice_sha256": voice.content_sha256} if voice is not None else inputs
     key = dedup_key(tenant=tenant, kind=kind, engine=engine, inputs=material) if use_cache else ""
+    fields: dict[str, Any] = {
+        "id": job_id or uuid.uuid4(),
+        "tenant": tenant,
+        "api_key": api_key,
+        "kind": kind,
+        "engine": engine,
+        "input": inputs,
+        "metadata": metadata,
+        "voice": voice,
+        "priority": priority,
+        "webhook_url": webhook.url,
+        "webhook_events": webhook.events,
+        "dedup_key": key,
+        "input_files": input_files or {},
+        "cost": size.cost,
+    }
 
-    def create() -> Job:
-        source = dedup_source(tenant=tenant, dedup_key=key, priority=priority) if key else None
-        reuse = source is not None and source.status == Status.SUCCEEDED
-        copied = copied_result(source) if reuse and source is not None else {}
-        if reuse:
-            copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
-        job = Job(
-            id=job_id or uuid.uuid4(),
-            tenant=tenant,
-            api_key=api_key,
-            kind=kind,
-            engine=engine,
-            input=inputs,
-            metadata=metadata,
-            voice=voice,
-            priority=priority,
-            webhook_url=webhook.url,
-            webhook_events=webhook.events,
-            dedup_key=key,
-            dedup_of=source,
-            cache_hit=source is not None,
-            input_files=input_files or {},
-            cost=size.cost,
-            **copied,
-        )
-        row_insert(job)
-        # The request's Idempotency-Key answers with this job from now on,
-        # even if its instance dies before the response is recorded.
-        idempotency_claim_link(job.id)
-        audit_record(
+    def audited(job: Job) -> AuditEvent:
+        return audit_event(
             action="job.create",
             actor=actor,
             tenant=tenant,
@@ -214,16 +203,39 @@ def _job_create(
             ip=ip,
             metadata={"kind": job.kind, "engine": job.engine, "cache_hit": job.cache_hit},
         )
-        if reuse:  # a reused output costs nothing: no quota to check
+
+    # The usual job (no identical one to reuse or join) and its audit record
+    # are built and prepared here, before the shared transaction: there only
+    # their INSERTs run, while the writer lock is held.
+    fresh = Job(**fields)
+    fresh_row = row_prepare(fresh)
+    fresh_audit_row = row_prepare(audited(fresh))
+
+    def create() -> Job:
+        source = dedup_source(tenant=tenant, dedup_key=key, priority=priority) if key else None
+        reuse = source is not None and source.status == Status.SUCCEEDED
+        # Refusals first, before anything is written: on SQLite a unit that
+        # refused after a write would fail its whole batch (core.group_commit).
+        if not reuse:  # a reused output costs nothing: no quota to check
+            _check_quotas(tenant=tenant, limits=limits)
+        # The request's Idempotency-Key answers with this job from now on,
+        # even if its instance dies before the response is recorded.
+        idempotency_claim_link(fields["id"])
+        if source is None:
+            job = prepared_row_insert(fresh_row)
+            prepared_row_insert(fresh_audit_row)
+        else:
+            job = _job_joining(fields, source=source, reuse=reuse)
+            row_insert(job)
+            row_insert(audited(job))
+        if reuse:
             usage_record(tenant_id=tenant.pk, cache_hits=1)
             transaction.on_commit(partial(job_announce, job, fresh=True), robust=True)
-        else:
-            _check_quotas(tenant=tenant, limits=limits)  # counts this job too
-            if source is None:
-                # Dispatch only once the row is visible to workers.
-                # robust: the job is saved; if dispatch fails the repair sweep sends it.
-                transaction.on_commit(partial(jobs_dispatch_soon, tenant_id=tenant.pk, limits=limits), robust=True)
-            # else: it waits for its source, which finishes it (followers_finish).
+        elif source is None:
+            # Dispatch only once the row is visible to workers.
+            # robust: the job is saved; if dispatch fails the repair sweep sends it.
+            transaction.on_commit(partial(jobs_dispatch_soon, tenant_id=tenant.pk, limits=limits), robust=True)
+        # else: it waits for its source, which finishes it (followers_finish).
         return job
 
     # The tenant's submissions take turns from the start of the transaction
@@ -235,6 +247,15 @@ def _job_create(
     # deadlocks: issue "fast intake"). The transaction is shared with the
     # process's other submissions (core.group_commit).
     return in_shared_transaction(create, locks=[_tenant_turn(tenant)])
+
+
+def _job_joining(fields: dict[str, Any], *, source: Job, reuse: bool) -> Job:
+    """The job of a request identical to ``source``: born finished with its
+    output (``reuse``), or waiting for it to finish."""
+    copied = copied_result(source) if reuse else {}
+    if reuse:
+        copied["created_at"] = copied["started_at"]  # born finished: created = started = finished
+    return Job(**fields, dedup_of=source, cache_hit=True, **copied)
 
 
 def _check_size(*, tenant: Tenant, size: JobSize, limits: TenantLimits | None = None) -> None:
@@ -260,9 +281,10 @@ def _tenant_turn(tenant: Tenant) -> str:
 
 
 def _check_quotas(*, tenant: Tenant, limits: TenantLimits) -> None:
-    """Run after the new job's insert, holding the tenant's turn: the count
-    includes it, so more than the limit refuses (and rolls the job back)."""
-    active = active_job_count(tenant_id=tenant.pk) - 1  # the others
+    """Run holding the tenant's turn, before the new job is written: the
+    count is exact (the tenant's other submissions wait for this one's
+    commit, and those earlier in the same shared transaction are counted)."""
+    active = active_job_count(tenant_id=tenant.pk)
     if active >= limits.max_active_jobs:
         raise ApplicationError(
             "too_many_active_jobs",

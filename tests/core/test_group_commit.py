@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextvars
 import threading
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 
 from core import group_commit
 from core.errors import ApplicationError
@@ -86,6 +87,93 @@ def test_a_failing_unit_rolls_back_only_itself_and_its_error_reaches_its_caller(
     outcomes = _one_batch(committer, [lambda: accepted("first"), refused, lambda: accepted("last")])
     assert outcomes == ["first", refusal, "last"]
     assert set(Tenant.objects.values_list("slug", flat=True)) == {"first", "last"}
+    assert sorted(ran_after_commit) == ["first", "last"]
+
+
+def _counting(runs: Counter, name: str, work):
+    def counted():
+        runs[name] += 1
+        return work()
+
+    return counted
+
+
+def _accepted(slug: str, ran_after_commit: list[str]) -> str:
+    _new_tenant(slug)
+    transaction.on_commit(lambda: ran_after_commit.append(slug))
+    return slug
+
+
+def test_a_refusal_before_any_write_costs_the_others_nothing():
+    """The usual refusal (a quota, a conflict) comes before the unit writes:
+    it leaves nothing to roll back, so the batch commits as it ran, with the
+    refusing unit's callbacks dropped. (On SQLite a unit has no savepoint:
+    the connection's count of changed rows shows that it wrote nothing.)"""
+    committer = GroupCommitter()
+    refusal = ApplicationError("too_many_active_jobs", "no", status=429)
+    runs: Counter[str] = Counter()
+    ran_after_commit: list[str] = []
+
+    def refused():
+        Tenant.objects.filter(slug="first").exists()  # it reads, sees the unit before it, writes nothing
+        transaction.on_commit(lambda: ran_after_commit.append("refused"))
+        raise refusal
+
+    works = [
+        _counting(runs, "first", lambda: _accepted("first", ran_after_commit)),
+        _counting(runs, "refused", refused),
+        _counting(runs, "last", lambda: _accepted("last", ran_after_commit)),
+    ]
+    outcomes = _one_batch(committer, works)
+    assert outcomes == ["first", refusal, "last"]
+    assert runs == {"first": 1, "refused": 1, "last": 1}, "nothing ran twice"
+    assert set(Tenant.objects.values_list("slug", flat=True)) == {"first", "last"}
+    assert sorted(ran_after_commit) == ["first", "last"]
+
+
+def test_a_unit_that_wrote_before_it_failed_is_undone_and_the_others_kept():
+    """SQLite: only a rollback undoes a write, so the batch runs again one
+    unit per transaction; Postgres rolls back the unit's savepoint."""
+    committer = GroupCommitter()
+    runs: Counter[str] = Counter()
+    ran_after_commit: list[str] = []
+
+    def wrote_then_failed():
+        _new_tenant("half-done")
+        raise ApplicationError("service_unavailable", "no", status=503)
+
+    works = [
+        _counting(runs, "first", lambda: _accepted("first", ran_after_commit)),
+        _counting(runs, "failed", wrote_then_failed),
+        _counting(runs, "last", lambda: _accepted("last", ran_after_commit)),
+    ]
+    outcomes = _one_batch(committer, works)
+    assert outcomes[0] == "first" and outcomes[2] == "last"
+    assert isinstance(outcomes[1], ApplicationError)
+    assert set(Tenant.objects.values_list("slug", flat=True)) == {"first", "last"}
+    assert sorted(ran_after_commit) == ["first", "last"]
+    again = 2 if connection.vendor == "sqlite" else 1  # the shared pass stopped at the failure
+    assert runs == {"first": again, "failed": again, "last": 1}
+
+
+def test_a_unit_whose_save_fails_fails_alone():
+    """A duplicate key in an ORM save, which marks the transaction for
+    rollback: the others' work stands (on SQLite the batch runs again one
+    unit per transaction; Postgres rolls back the unit's savepoint)."""
+    committer = GroupCommitter()
+    _new_tenant("taken")
+    runs: Counter[str] = Counter()
+    ran_after_commit: list[str] = []
+    works = [
+        _counting(runs, "first", lambda: _accepted("first", ran_after_commit)),
+        _counting(runs, "duplicate", lambda: _new_tenant("taken")),
+        _counting(runs, "last", lambda: _accepted("last", ran_after_commit)),
+    ]
+    outcomes = _one_batch(committer, works)
+    assert outcomes[0] == "first" and outcomes[2] == "last"
+    assert isinstance(outcomes[1], IntegrityError)
+    assert runs["last"] == 1
+    assert sorted(Tenant.objects.values_list("slug", flat=True)) == ["first", "last", "taken"]
     assert sorted(ran_after_commit) == ["first", "last"]
 
 

@@ -186,19 +186,22 @@ def test_an_error_inside_the_jobs_transaction_releases_the_key(api, tenant, monk
     """The job and the key's link roll back together: nothing was created, so
     the same key may be tried again."""
     import jobs.services.submit
+    from audit.models import AuditEvent
     from core.errors import ApplicationError
     from core.models import IdempotencyRecord
 
     body = {"text": "Rolled back.", "engine": "tone", "cache": False}
-    audit_record = jobs.services.submit.audit_record
+    insert = jobs.services.submit.prepared_row_insert
 
-    def failing(**kwargs):
-        raise ApplicationError("service_unavailable", "Audit log unavailable.", status=503)
+    def failing_at_the_audit_row(row):  # after the job's row is written
+        if isinstance(row.instance, AuditEvent):
+            raise ApplicationError("service_unavailable", "Audit log unavailable.", status=503)
+        return insert(row)
 
-    monkeypatch.setattr(jobs.services.submit, "audit_record", failing)
+    monkeypatch.setattr(jobs.services.submit, "prepared_row_insert", failing_at_the_audit_row)
     assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="rolled-back").status_code == 503
     assert not Job.objects.exists() and not IdempotencyRecord.objects.filter(key="rolled-back").exists()
-    monkeypatch.setattr(jobs.services.submit, "audit_record", audit_record)
+    monkeypatch.setattr(jobs.services.submit, "prepared_row_insert", insert)
     assert api.post(TTS, body, format="json", HTTP_IDEMPOTENCY_KEY="rolled-back").status_code == 202
 
 
