@@ -98,3 +98,46 @@ def test_what_is_pending_at_exit_is_dispatched(tenant, stub_broker, monkeypatch)
     assert queued_job_ids(stub_broker, "tts") == []
     dispatcher.drain()
     assert queued_job_ids(stub_broker, "tts") == [str(job.id)]
+
+
+def test_a_full_share_is_seen_without_waiting_for_the_tenants_turn(api, tenant, stub_broker):
+    """Under a backlog the tenant's share is full and a dispatch has nothing
+    to send: it finds that out without taking the tenant's dispatch turn (on
+    SQLite a write transaction, the database's one writer lock), so it never
+    queues behind the other writers for nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections, transaction
+
+    from core.locks import named_lock_in_transaction
+
+    Tenant.objects.filter(pk=tenant.pk).update(max_in_flight=1)
+    first, waiting = _submit(api, "in flight"), _submit(api, "waits for room")
+    assert _eventually(lambda: queued_job_ids(stub_broker, "tts") == [first])
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_turn() -> None:
+        try:
+            with transaction.atomic():
+                named_lock_in_transaction(f"dispatch:{tenant.pk}")
+                holding.set()
+                assert release.wait(timeout=20)
+        finally:
+            connections.close_all()
+
+    def dispatch() -> int:
+        try:
+            return dispatch_module.jobs_dispatch(tenant_id=tenant.pk)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holder = pool.submit(hold_the_turn)
+        try:
+            assert holding.wait(timeout=10)
+            assert pool.submit(dispatch).result(timeout=3) == 0  # while the turn is still held
+        finally:
+            release.set()
+        holder.result(timeout=10)
+    assert queued_job_ids(stub_broker, "tts") == [first]
+    assert Job.objects.get(id=waiting).enqueued_at is None
