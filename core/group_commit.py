@@ -8,8 +8,8 @@ was held for milliseconds per job and most of a submission's wall time was
 spent waiting for it (profiled: ~30 % of web samples in BEGIN IMMEDIATE, p99
 1.7 s at 64 connections). On Postgres each submission held its tenant's turn
 through its own commit. Here a process's submissions queue for one thread,
-which runs whatever has queued in one transaction (a savepoint each), commits
-once, and wakes each request with its own result.
+which runs whatever has queued in one transaction (see below for each unit's
+isolation), commits once, and wakes each request with its own result.
 
 What each unit of work sees is what it saw in a transaction of its own:
 - an exception rolls back only that unit (and discards its ``on_commit``
