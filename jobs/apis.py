@@ -12,7 +12,6 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
-from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
@@ -41,7 +40,7 @@ from engines.audio.io import FORMATS
 from jobs import events, selectors, services
 from jobs.audio_stream import AudioStreamError, job_audio_chunks
 from jobs.models import Job
-from jobs.representation import job_representation
+from jobs.representation import job_path, job_representation
 from jobs.schemas import JobSerializer, UsageSerializer
 from jobs.services.params import VOICE_MATCHING_MODES
 from jobs.streams import job_event_stream
@@ -66,7 +65,7 @@ def _represent(job: Job, request: Request) -> dict[str, Any]:
 
 def _accepted(job: Job, request: Request) -> Response:
     """A submit's answer: 202 with the job and where to poll it."""
-    return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": reverse("jobs:detail", args=[job.id])})
+    return Response(_represent(job, request), status=status.HTTP_202_ACCEPTED, headers={"Location": job_path("jobs:detail", job.id)})
 
 
 def _submit_replay(request: ApiRequest, job_id: UUID) -> Response | None:

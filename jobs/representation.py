@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
 from core.responses import iso
 from core.storage import signed_url, storage_is_local
 from jobs.models import Job
 
+# Stand-ins that reverse() leaves as they are (a job id matches <str>, a
+# role <slug>), replaced in the reversed path by the real values.
+_JOB_ID, _ROLE = "job-id-placeholder", "role-placeholder"
+
+
+@functools.lru_cache(maxsize=32)
+def _path_template(name: str, with_role: bool, script_prefix: str) -> str:
+    return reverse(name, args=[_JOB_ID, _ROLE] if with_role else [_JOB_ID])
+
+
+def job_path(name: str, job_id: Any, role: str | None = None) -> str:
+    """``reverse(name, args=[job_id(, role)])`` for the job URLs every
+    representation carries, from a cached template: reverse() was ~10 % of
+    a job read's CPU (profiled). Job ids are UUIDs and roles slugs, so
+    neither needs the quoting reverse() would apply."""
+    path = _path_template(name, role is not None, get_script_prefix()).replace(_JOB_ID, str(job_id), 1)
+    return path.replace(_ROLE, role, 1) if role is not None else path
+
 
 def _file_url(job: Job, key: str, base_url: str, expires_at: Any, role: str | None = None) -> tuple[str, Any]:
     if storage_is_local():
         # Served by the API itself (authenticated) until retention ends.
-        path = reverse("jobs:result-file", args=[job.id, role]) if role else reverse("jobs:result", args=[job.id])
+        path = job_path("jobs:result-file", job.id, role) if role else job_path("jobs:result", job.id)
         return base_url.rstrip("/") + path, expires_at
     # A presigned GET straight from the object store; it stops working
     # at expires_at (or when retention deletes the object, if sooner).
@@ -50,7 +69,7 @@ def job_representation(job: Job, *, base_url: str | None = None) -> dict[str, An
     error = {"code": job.error_code, "message": job.error_message} if job.status == Job.Status.FAILED else None
     base = base_url or settings.PUBLIC_BASE_URL
     # Speech streams its audio while it is made (jobs/audio_stream.py).
-    audio_stream_url = base.rstrip("/") + reverse("jobs:audio-stream", args=[job.id]) if job.kind == Job.Kind.TTS else None
+    audio_stream_url = base.rstrip("/") + job_path("jobs:audio-stream", job.id) if job.kind == Job.Kind.TTS else None
     return {
         "id": str(job.id),
         "kind": job.kind,
