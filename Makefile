@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run cluster test test-unit lint bench locust venv clean system-packages
+.PHONY: run cluster test test-unit lint bench bench-reference locust venv clean system-packages
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mynah needs Python 3.11, found %s" % sys.version.split()[0]'
@@ -78,5 +78,17 @@ locust: $(LOCUST_VENV)/.installed
 	@test -n "$(KEY)" || { echo "make locust KEY=<an API key> [HOST=$(HOST)]"; exit 2; }
 	MYNAH_API_KEY=$(KEY) $(LOCUST_VENV)/bin/locust -f bench/locustfile.py --headless -u $(USERS) -r 16 -t $(DURATION) --host $(HOST) --only-summary
 
+# Mynah's intake next to the bare FastAPI + Celery front-end it replaces, in
+# one run (bench/reference_frontend.py). The reference's own venv, pinned in
+# requirements-reference.txt.
+REFERENCE_VENV ?= .venv-reference
+$(REFERENCE_VENV)/.installed: requirements-reference.txt
+	$(PYTHON) -m venv $(REFERENCE_VENV)
+	$(REFERENCE_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-reference.txt
+	@touch $@
+
+bench-reference: $(VENV)/.installed-dev $(REFERENCE_VENV)/.installed
+	$(PY) bench/reference_frontend.py --reference-python $(REFERENCE_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) $(LOCUST_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCUST_VENV) $(REFERENCE_VENV) var .pytest_cache .mypy_cache .ruff_cache
