@@ -8,8 +8,8 @@ no database) runs under uvicorn with 2 worker processes, as Mynah runs 2 web
 processes. Mynah's worker runs during Mynah's rounds, as in bench/intake.py,
 and is paused (SIGSTOP) during the reference's: the reference has no worker,
 and Mynah's backlog must not slow it. Both get the
-same load generator: ``GET /healthz`` and ``POST /v1/tts`` (unique texts) at 64
-and 16 keep-alive connections, rounds interleaved between the two servers so
+same load generator: ``GET /healthz``, ``POST /v1/tts`` (unique texts) and
+``GET /v1/jobs/{id}`` (the jobs just submitted) at 64 and 16 keep-alive connections, rounds interleaved between the two servers so
 the machine's noise falls on both. Prints per server the medians of the
 rounds: rates, p99, the submit/``/healthz`` ratio, and Mynah's submit rate as
 a fraction of the reference's. Prints numbers; asserts nothing.
@@ -87,12 +87,24 @@ class Reference:
 
 def _round(server, connections: int, seconds: float, tag: str) -> dict:
     healthz = run_load(server.base_url, _healthz, connections=connections, duration_s=seconds)
-    submits = run_load(server.base_url, _submit(tag), connections=connections, duration_s=seconds, headers=server.headers())
+    submits = run_load(
+        server.base_url, _submit(tag), connections=connections, duration_s=seconds, headers=server.headers(), keep_bodies=True
+    )
+    job_ids = [json.loads(body)["id"] for body in submits.bodies if body.startswith(b"{") and b'"id"' in body][:2000]
+    reads = run_load(
+        server.base_url,
+        lambda index: ("GET", f"/v1/jobs/{job_ids[index % len(job_ids)]}", None),
+        connections=connections,
+        duration_s=seconds,
+        headers=server.headers(),
+    )
     return {
         "healthz": healthz.per_s,
         "submits": submits.per_s,
         "submit_p99_s": submits.p99_s,
-        "non_2xx": healthz.non_2xx + submits.non_2xx,
+        "reads": reads.per_s,
+        "read_p99_s": reads.p99_s,
+        "non_2xx": healthz.non_2xx + submits.non_2xx + reads.non_2xx,
     }
 
 
@@ -131,7 +143,7 @@ def run(*, reference_python: str, seconds: float, rounds: int, workers: int) -> 
                         _worker_signal(mynah, signal.SIGCONT)
                     measured["mynah"].append(_round(mynah, connections, seconds, f"{connections}-{index}"))
                 results[connections] = {
-                    name: {field: _median(rounds_, field) for field in ("healthz", "submits", "submit_p99_s")}
+                    name: {field: _median(rounds_, field) for field in ("healthz", "submits", "submit_p99_s", "reads", "read_p99_s")}
                     | {"non_2xx": sum(one["non_2xx"] for one in rounds_)}
                     for name, rounds_ in measured.items()
                 }
@@ -153,11 +165,16 @@ def main() -> None:
     for connections, servers in results.items():
         for name, one in servers.items():
             print(
-                f"{connections:>3} conn  {name:<9}  /healthz {one['healthz']:7.0f}/s  POST /v1/tts {one['submits']:6.0f}/s"
-                f"  p99 {ms(one['submit_p99_s']):>8}  ratio {one['submits'] / one['healthz']:.2f} x  non-2xx {one['non_2xx']}"
+                f"{connections:>3} conn  {name:<9}  /healthz {one['healthz']:6.0f}/s"
+                f"  POST /v1/tts {one['submits']:5.0f}/s p99 {ms(one['submit_p99_s']):>8} {one['submits'] / one['healthz']:.2f} x"
+                f"  GET /v1/jobs/{{id}} {one['reads']:5.0f}/s p99 {ms(one['read_p99_s']):>8} {one['reads'] / one['healthz']:.2f} x"
+                f"  non-2xx {one['non_2xx']}"
             )
-        share = servers["mynah"]["submits"] / servers["reference"]["submits"]
-        print(f"{connections:>3} conn  Mynah accepts {share:.2f} x the reference's submits/s")
+        mynah, reference = servers["mynah"], servers["reference"]
+        print(
+            f"{connections:>3} conn  Mynah / reference: submits {mynah['submits'] / reference['submits']:.2f} x,"
+            f" reads {mynah['reads'] / reference['reads']:.2f} x, /healthz {mynah['healthz'] / reference['healthz']:.2f} x"
+        )
     if args.json:
         print(json.dumps(results))
 
