@@ -24,9 +24,9 @@ def _path_template(name: str, with_role: bool, script_prefix: str) -> str:
 
 def job_path(name: str, job_id: Any, role: str | None = None) -> str:
     """``reverse(name, args=[job_id(, role)])`` for the job URLs every
-    representation carries, from a cached template: reverse() was ~10 % of
-    a job read's CPU (profiled). Job ids are UUIDs and roles slugs, so
-    neither needs the quoting reverse() would apply."""
+    representation carries, from a cached template: reverse() cost ~6 % of
+    a job read's CPU (23.5 us a URL, 2.4 us here). Job ids are UUIDs and
+    roles slugs, so neither needs the quoting reverse() would apply."""
     path = _path_template(name, role is not None, get_script_prefix()).replace(_JOB_ID, str(job_id), 1)
     return path.replace(_ROLE, role, 1) if role is not None else path
 
